@@ -1,0 +1,17 @@
+"""pyrovae: variational auto-encoders and variational inference as Pyro programs.
+
+Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two trains with
+:func:`fit`, evaluates with :func:`pyrovae.metrics.log_likelihood` and exports to ArviZ.
+"""
+
+from . import data, infer, likelihoods, metrics, models, nn
+from .checkpoint import load_model
+from .models import AE, VAE, VAEConfig
+from .train import Callback, History, TrainState, burda_lr_lambda, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AE", "VAE", "Callback", "History", "TrainState", "VAEConfig", "burda_lr_lambda", "data",
+    "fit", "infer", "likelihoods", "load_model", "metrics", "models", "nn",
+]

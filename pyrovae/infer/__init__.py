@@ -1,0 +1,41 @@
+"""Objectives and inference helpers that work on Pyro traces, so on any model/guide pair.
+
+:func:`make_loss` builds a loss from a name (as the CLI takes it); new objectives register in
+:data:`LOSSES`.
+"""
+
+from __future__ import annotations
+
+import pyro.infer as pi
+
+from .particles import ParticleTracer
+from .terms import elbo_terms
+
+
+def _iwae(num_particles: int = 50, **kw):
+    # IWAE bound (Burda et al. 2016, eq. 8) is the Renyi bound at alpha = 0 (Li and Turner 2016).
+    return pi.RenyiELBO(alpha=0.0, num_particles=num_particles, **kw)
+
+
+LOSSES = {
+    "trace_elbo": pi.Trace_ELBO,
+    "meanfield_elbo": pi.TraceMeanField_ELBO,
+    "tracegraph_elbo": pi.TraceGraph_ELBO,
+    "renyi_elbo": pi.RenyiELBO,
+    "iwae": _iwae,
+}
+
+
+def make_loss(name: str = "trace_elbo", **kwargs):
+    """The loss registered as ``name``, built with ``kwargs`` (e.g. ``num_particles=5``)."""
+    try:
+        factory = LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss: expected one of {sorted(LOSSES)}, got {name!r}") from None
+    try:
+        return factory(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"loss {name!r}: bad arguments {kwargs}: {e}") from None
+
+
+__all__ = ["LOSSES", "ParticleTracer", "elbo_terms", "make_loss"]

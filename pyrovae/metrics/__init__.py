@@ -1,0 +1,5 @@
+"""Evaluation metrics that work on any model/guide pair."""
+
+from .likelihood import elbo, importance_sampling, log_likelihood, summary
+
+__all__ = ["elbo", "importance_sampling", "log_likelihood", "summary"]

@@ -1,0 +1,140 @@
+"""The variational auto-encoder (Kingma and Welling 2014; Rezende et al. 2014) as a Pyro program."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+
+from .. import nn as nets
+from ..likelihoods import likelihood as make_likelihood
+from ..nn.layers import as_shape
+from .base import register_model
+
+
+@dataclass
+class VAEConfig:
+    """Shape of a VAE. Defaults are Burda et al. (2016)'s one-stochastic-layer MNIST model."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)  # one datum: (C, H, W) or (D,)
+    latent_dim: int = 50  # size of z
+    network: str = "mlp"  # encoder/decoder family in pyrovae.nn.ARCHITECTURES: "mlp", "conv"
+    hidden: tuple[int, ...] = (200, 200)  # MLP widths (decoder mirrors); for "conv", FC widths
+    channels: tuple[int, ...] | None = None  # conv channel widths; None picks by image side
+    activation: str = "tanh"  # hidden-layer activation (pyrovae.nn.ACTIVATIONS)
+    batch_norm: bool = False  # BatchNorm after each hidden linear layer (MLP only)
+    likelihood: str = "bernoulli"  # p(x|z) family in pyrovae.likelihoods.LIKELIHOODS
+    likelihood_args: dict = field(default_factory=dict)  # e.g. {"scale": "learned"}
+    min_scale: float = 1e-4  # floor on the encoder's standard deviations
+
+    def __post_init__(self):
+        self.input_shape = as_shape(self.input_shape, "input_shape")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.channels is not None:
+            self.channels = tuple(int(c) for c in self.channels)
+        if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) \
+                or self.latent_dim < 1:
+            raise ValueError(f"latent_dim: expected a positive int, got {self.latent_dim!r}")
+        if self.network not in nets.ARCHITECTURES:
+            raise ValueError(
+                f"network: expected one of {sorted(nets.ARCHITECTURES)}, got {self.network!r}"
+            )
+        if self.network == "conv" and len(self.input_shape) != 3:
+            raise ValueError(
+                f"network 'conv' needs image input_shape (C, H, W), got {self.input_shape}"
+            )
+        if not isinstance(self.likelihood_args, dict):
+            raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
+
+
+class _Autoencoder(PyroModule):
+    """Networks and likelihood shared by :class:`VAE` and :class:`AE`."""
+
+    config_class = VAEConfig
+
+    def __init__(self, config: VAEConfig | None = None, /, **overrides):
+        super().__init__()
+        config = config if config is not None else VAEConfig()
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config: expected a VAEConfig, got {type(config).__name__}")
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        c = self.config
+        self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
+        self.encoder = nets.encoder(c.network, c.input_shape, self._code_features(),
+                                    c.hidden, c.activation, c.channels, c.batch_norm)
+        self.decoder = nets.decoder(c.network, c.latent_dim, self.likelihood.param_shape,
+                                    c.hidden, c.activation, c.channels, c.batch_norm)
+
+    def _code_features(self) -> int:
+        return self.config.latent_dim
+
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
+        """Raises ``ValueError`` if ``x`` is not a batch of data this model can observe."""
+        self.likelihood.check_data(x, name)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters for codes ``z: (..., latent_dim)``."""
+        return self.decoder(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z] at the code of ``x`` (the posterior mean for a VAE)."""
+        return self.likelihood.mean(self.decode(self._code(x)))
+
+
+@register_model("vae")
+class VAE(_Autoencoder):
+    r"""Variational auto-encoder.
+
+    Model: :math:`z \sim \mathcal N(0, I)`, :math:`x \sim p_\theta(x \mid z)` given by
+    ``config.likelihood`` of the decoder's output. Guide (amortised):
+    :math:`q_\phi(z \mid x) = \mathcal N(\mu_\phi(x), \operatorname{diag}\sigma^2_\phi(x))`.
+    Trained by maximising the ELBO
+    :math:`\mathbb E_q[\log p_\theta(x\mid z)] - \mathrm{KL}(q_\phi(z\mid x)\,\|\,p(z))`
+    (Kingma and Welling 2014, eq. 3) with any Pyro ELBO; sites are ``"z"`` (latent) and ``"x"``
+    (observed) inside ``pyro.plate("data")``.
+    """
+
+    def __init__(self, config: VAEConfig | None = None, /, **overrides):
+        super().__init__(config, **overrides)
+        self.head = nets.NormalHead(self.config.min_scale)
+        self.register_buffer("prior_loc", torch.zeros(self.config.latent_dim))
+        self.register_buffer("prior_scale", torch.ones(self.config.latent_dim))
+
+    def _code_features(self) -> int:
+        return 2 * self.config.latent_dim  # (loc, raw scale)
+
+    def prior(self) -> dist.Distribution:
+        return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior())  # (B, L), or (P, B, L) under a particle plate
+            pyro.sample("x", self.likelihood(self.decode(z)), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            loc, scale = self.encode(x)  # (B, L) each
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of q(z | x), each ``(..., latent_dim)``."""
+        return self.head(self.encoder(x))
+
+    def _code(self, x):
+        return self.encode(x)[0]
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
+        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z] with ``mean``, else x itself."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        z = self.prior().sample((n,))  # (n, L)
+        params = self.decode(z)
+        return self.likelihood.mean(params) if mean else self.likelihood(params).sample()

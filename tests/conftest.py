@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = Path(os.environ.get("PYROVAE_MNIST", ROOT.parent / "shared" / "data" / "mnist.npz"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state():
+    """Each test starts with an empty param store and a fixed seed."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def mnist_path():
+    if not MNIST.is_file():
+        pytest.skip(f"real MNIST not found at {MNIST} (set PYROVAE_MNIST to its npz)")
+    return MNIST
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; none is available here")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+from pyrovae.likelihoods import (
+    DiscretizedLogisticDistribution,
+    likelihood,
+)
+
+
+def test_bernoulli_log_prob_is_minus_binary_cross_entropy():
+    torch.manual_seed(0)
+    lik = likelihood("bernoulli", (1, 4, 4))
+    logits = torch.randn(3, 1, 4, 4)
+    x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
+    expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3))
+    torch.testing.assert_close(lik(logits).log_prob(x), expected)
+    torch.testing.assert_close(lik.mean(logits), torch.sigmoid(logits))
+
+
+@pytest.mark.parametrize("mode", [0.3, "learned", "learned_per_dim", "predicted"])
+def test_gaussian_log_prob_matches_scipy(mode):
+    torch.manual_seed(0)
+    lik = likelihood("gaussian", (5,), scale=mode, init_scale=0.7)
+    params = torch.randn(4, lik.param_shape[0])
+    x = torch.randn(4, 5)
+    loc = params[:, :5]
+    if mode == "predicted":
+        scale = F.softplus(params[:, 5:]) + lik.min_scale
+    elif mode == 0.3:
+        scale = torch.full_like(loc, 0.3)
+    else:
+        scale = torch.full_like(loc, 0.7)  # learned scales start at init_scale
+    expected = scipy.stats.norm.logpdf(x.numpy(), loc.numpy(), scale.detach().numpy()).sum(1)
+    np.testing.assert_allclose(lik(params).log_prob(x).detach().numpy(), expected, rtol=1e-5)
+
+
+def test_discretized_logistic_is_a_distribution_over_the_grid():
+    torch.manual_seed(0)
+    k = 256
+    loc = torch.tensor([-0.3, 0.0, 0.2, 0.5, 0.999, 1.4])
+    scale = torch.tensor([0.01, 0.2, 0.05, 1e-4, 0.3, 0.1])
+    d = DiscretizedLogisticDistribution(loc, scale, k)
+    grid = torch.arange(k, dtype=torch.float64).float() / (k - 1)
+    lp = d.log_prob(grid[:, None].expand(k, 6))  # (K, 6)
+    torch.testing.assert_close(lp.exp().sum(0), torch.ones(6), atol=2e-5, rtol=0)
+    # interior bins against the logistic CDF from scipy
+    h = 0.5 / (k - 1)
+    g = grid.double().numpy()[:, None]
+    cdf = scipy.stats.logistic.cdf
+    mu, s = loc.double().numpy(), scale.double().numpy()
+    p = cdf((g + h - mu) / s) - cdf((g - h - mu) / s)
+    p[0] = cdf((h - mu) / s)
+    p[-1] = 1 - cdf((1 - h - mu) / s)
+    mask = p > 1e-12
+    np.testing.assert_allclose(lp.double().exp().numpy()[mask], p[mask], rtol=2e-4, atol=1e-7)
+    # the mean property equals sum_k x_k P(x_k)
+    torch.testing.assert_close(d.mean, (lp.exp() * grid[:, None]).sum(0), atol=1e-5, rtol=1e-5)
+
+
+def test_discretized_logistic_samples_follow_its_probabilities():
+    torch.manual_seed(1)
+    d = DiscretizedLogisticDistribution(torch.tensor(0.5), torch.tensor(0.02), 16)
+    x = d.sample((40000,))
+    grid = torch.arange(16) / 15.0
+    counts = torch.stack([(x == g).sum() for g in grid]).double()
+    probs = d.log_prob(grid).exp().double()
+    assert counts.sum() == 40000  # every draw lands on the grid
+    keep = probs * 40000 > 5
+    chi2 = (((counts - 40000 * probs) ** 2) / (40000 * probs))[keep].sum().item()
+    assert scipy.stats.chi2.sf(chi2, int(keep.sum()) - 1) > 1e-3
+
+
+def test_discretized_logistic_is_stable_far_from_the_data():
+    d = DiscretizedLogisticDistribution(torch.tensor([50.0, -50.0]), torch.tensor([1e-3, 1e-3]))
+    lp = d.log_prob(torch.tensor([0.5, 0.5]))
+    assert torch.isfinite(lp).all() and (lp < -1e3).all()
+
+
+def test_check_data_names_the_problem():
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs values in \{0, 1\}"):
+        likelihood("bernoulli", (1, 2, 2)).check_data(torch.full((3, 1, 2, 2), 0.5), "data")
+    with pytest.raises(ValueError, match=r"expected shape \(N, 1, 2, 2\).*got \(3, 4\)"):
+        likelihood("bernoulli", (1, 2, 2)).check_data(torch.zeros(3, 4), "data")
+    with pytest.raises(ValueError, match="values k/255"):
+        likelihood("discretized_logistic", (3,)).check_data(torch.tensor([[-0.1, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="likelihood: expected one of"):
+        likelihood("poisson", (3,))
+    with pytest.raises(ValueError, match="Gaussian scale"):
+        likelihood("gaussian", (3,), scale=-1.0)
+    # values exactly on the 8-bit grid pass
+    likelihood("discretized_logistic", (3,)).check_data(torch.tensor([[0.0, 128 / 255, 1.0]]))
