@@ -104,7 +104,7 @@ def write_figures(model, splits: data_mod.Splits, history, out: Path, seed: int 
     dev = module_device(model)
     test = splits.test.frozen(seed).to(dev)
     paths = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         was = getattr(model, "training", False)
         if hasattr(model, "eval"):

@@ -172,7 +172,9 @@ def _make_scheduler(lr_schedule, optimizer, total_steps, interval):
 def _param_sites(model_fn, guide_fn, kwargs) -> dict[str, torch.Tensor]:
     """``{name: unconstrained tensor}`` of the param sites one run of guide and model records,
     run in a forked RNG so the training stream is the same with or without this probe."""
-    with torch.random.fork_rng(devices=[]), poutine.block(), \
+    devices = sorted({v.device for v in kwargs.values() if torch.is_tensor(v)
+                      and v.device.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=devices), poutine.block(), \
             poutine.trace(param_only=True) as capture:
         guide_tr = poutine.trace(guide_fn).get_trace(**kwargs)
         poutine.replay(model_fn, trace=guide_tr)(**kwargs)
