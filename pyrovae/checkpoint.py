@@ -8,6 +8,7 @@ mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -18,16 +19,20 @@ import torch
 
 from .models.base import build, config_of, spec_of
 
+log = logging.getLogger("pyrovae")
+
 FORMAT = "pyrovae.checkpoint"
 VERSION = 1
 FILENAME = "checkpoint.pt"
 
 
 def save(path: str | os.PathLike, payload: dict) -> Path:
-    """Writes ``payload`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Writes ``payload`` to ``path`` atomically: a temporary file in the same folder, flushed
+    and fsynced, then renamed over ``path``. A failed or interrupted write (disk full, the
+    process killed) leaves the previous file at ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp")  # a fixed name: a killed writer's leftover is reused
     payload = {"format": FORMAT, "version": VERSION, **payload}
     try:
         with open(tmp, "wb") as f:
@@ -35,18 +40,24 @@ def save(path: str | os.PathLike, payload: dict) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"checkpoint: writing {path} failed ({e.strerror or e}); the "
+                               f"previous checkpoint there, if any, is intact") from e
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable (not supported on every platform)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError:
         pass
-    return path
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -58,8 +69,15 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         raise FileNotFoundError(f"checkpoint: no such file {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(f"checkpoint: {path} is not a readable pyrovae checkpoint ({e})") from None
+    except PermissionError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError,
+            ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
+        # weights_only=True refuses any pickle that would construct arbitrary objects, so a
+        # tampered file fails here without running code; truncated files fail here too.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint: {path} is not a readable pyrovae checkpoint "
+                         f"(corrupted, truncated or not made by pyrovae: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {path} is not a pyrovae checkpoint")
     if ckpt.get("version", 0) > VERSION:
@@ -68,6 +86,57 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
             f"reads ({VERSION}); upgrade pyrovae"
         )
     return ckpt
+
+
+class CheckpointDir:
+    """The checkpoints of one run: ``checkpoint.pt`` is always the newest; with ``keep > 1``
+    the newest ``keep`` are also kept as ``checkpoint-step<N>.pt`` (``checkpoint.pt`` is a hard
+    link to the newest, so nothing is written twice)."""
+
+    def __init__(self, folder: str | os.PathLike, keep: int = 1):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep_checkpoints: expected a positive int, got {keep!r}")
+        self.folder, self.keep = Path(folder), keep
+
+    @property
+    def latest(self) -> Path:
+        return self.folder / FILENAME
+
+    def _numbered(self) -> list[Path]:
+        """Step-numbered checkpoints, newest first."""
+        return sorted(self.folder.glob("checkpoint-step*.pt"), reverse=True)
+
+    def save(self, payload: dict, step: int) -> Path:
+        if self.keep == 1:
+            return save(self.latest, payload)
+        path = save(self.folder / f"checkpoint-step{step:09d}.pt", payload)
+        tmp = self.folder / f".{FILENAME}.link"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links on this file system: copy instead
+            tmp.write_bytes(path.read_bytes())
+        os.replace(tmp, self.latest)
+        _fsync_dir(self.folder)
+        for old in self._numbered()[self.keep:]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, map_location="cpu") -> tuple[dict, Path] | tuple[None, None]:
+        """The newest checkpoint that loads, skipping (and logging) unreadable ones; ``(None,
+        None)`` when there is none at all. Raises if checkpoints exist but none loads."""
+        candidates = [p for p in [self.latest, *self._numbered()] if p.is_file()]
+        errors = []
+        for p in candidates:
+            try:
+                return load(p, map_location), p
+            except ValueError as e:
+                log.warning("skipping unreadable checkpoint: %s", e)
+                errors.append(str(e))
+        if errors:
+            raise ValueError("checkpoint: no readable checkpoint in "
+                             f"{self.folder}: " + "; ".join(errors))
+        return None, None
 
 
 def model_payload(model, extra_params: dict[str, torch.Tensor]) -> dict:
@@ -88,10 +157,11 @@ def restore_model(model, ckpt: dict, extra_params: dict[str, torch.Tensor] | Non
             f"checkpoint: it holds a {ckpt['model_spec']!r} model, not a {spec!r} one"
         )
     if isinstance(model, torch.nn.Module):
-        try:
-            model.load_state_dict(ckpt["model_state"])
-        except RuntimeError as e:
-            raise ValueError(f"checkpoint: its weights do not fit this model: {e}") from None
+        problem = _state_mismatch(model.state_dict(), ckpt["model_state"])
+        if problem:
+            raise ValueError(f"checkpoint: its weights do not fit this model: {problem} (it was "
+                             f"saved with model_config {ckpt.get('model_config')})")
+        model.load_state_dict(ckpt["model_state"])
     saved = ckpt.get("pyro_params", {})
     if extra_params is not None:
         missing = sorted(set(saved) - set(extra_params))
@@ -100,6 +170,22 @@ def restore_model(model, ckpt: dict, extra_params: dict[str, torch.Tensor] | Non
         with torch.no_grad():
             for name, value in saved.items():
                 extra_params[name].copy_(value)
+
+
+def _state_mismatch(ours: dict, saved: dict) -> str:
+    """One line describing how two state dicts differ ('' when they fit)."""
+    missing = sorted(set(ours) - set(saved))
+    extra = sorted(set(saved) - set(ours))
+    shapes = [f"{k} is {tuple(saved[k].shape)} there and {tuple(v.shape)} here"
+              for k, v in ours.items() if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing from it, e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} tensor(s) this model lacks, e.g. {extra[0]}")
+    return "; ".join(parts)
 
 
 def load_model(path: str | os.PathLike, device="cpu"):

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--num-samples", type=_positive_int, default=1000,
                    help="importance samples K for the test log-likelihood L_K")
+    t.add_argument("--clip-grad-norm", type=_positive_float, default=None,
+                   help="clip the gradients' total norm to this value")
+    t.add_argument("--keep-checkpoints", type=_positive_int, default=1,
+                   help="also keep the newest N checkpoints as checkpoint-step<N>.pt")
     t.add_argument("--out", required=True, help="run folder to create")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-figures", action="store_true")
@@ -141,7 +145,8 @@ def main(argv=None) -> int:
                 lr_schedule=args.lr_schedule, loss=args.loss,
                 loss_args=parse_settings(args.loss_arg, "--loss-arg"), device=args.device,
                 seed=args.seed, num_samples=args.num_samples, resume=args.resume,
-                figures=not args.no_figures, inference_data=not args.no_inference_data)
+                figures=not args.no_figures, inference_data=not args.no_inference_data,
+                keep_checkpoints=args.keep_checkpoints, clip_grad_norm=args.clip_grad_norm)
             _print_metrics(metrics)
             print(f"run folder: {args.out}")
         elif args.command == "evaluate":
@@ -160,7 +165,7 @@ def main(argv=None) -> int:
             print("likelihoods: ", ", ".join(sorted(likelihoods.LIKELIHOODS)))
             print("data:        ", ", ".join(sorted(data.LOADERS)) + ", FILE.npz, FILE.npy")
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            RuntimeError, ImportError) as e:
+            RuntimeError, ImportError, FloatingPointError, OSError) as e:
         print(f"pyrovae {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -162,7 +162,8 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
               loss: str = "trace_elbo", loss_args: dict | None = None, device: str = "cpu",
               seed: int = 0, num_samples: int = 1000, eval_batch_size: int = 100,
               resume: bool = False, figures: bool = True, inference_data: bool = True,
-              progress: bool | None = None) -> dict:
+              progress: bool | None = None, keep_checkpoints: int = 1,
+              clip_grad_norm: float | None = None) -> dict:
     """Trains a model into the run folder ``out`` and evaluates it; returns the metrics.
 
     ``binarize="auto"`` binarises dynamically for a Bernoulli likelihood and leaves data as is
@@ -188,7 +189,8 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
             "model": model, "model_config": dict(model_config or {}),
             "data": {"spec": data, "binarize": binarize, "seed": seed, "valid_size": valid_size},
             "train": {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
-                      "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed},
+                      "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
+                      "keep_checkpoints": keep_checkpoints, "clip_grad_norm": clip_grad_norm},
             "loss": {"name": loss, "args": dict(loss_args or {})},
             "eval": {"num_samples": num_samples, "batch_size": eval_batch_size},
         }
@@ -218,7 +220,8 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
                   batch_size=t["batch_size"], optimizer=t["optimizer"], lr=t["lr"],
                   lr_schedule=t["lr_schedule"], device=device, seed=t["seed"],
                   checkpoint_dir=out, resume=resume, progress=progress,
-                  callbacks=[WriteConfig()])
+                  keep_checkpoints=t.get("keep_checkpoints", 1),
+                  clip_grad_norm=t.get("clip_grad_norm"), callbacks=[WriteConfig()])
     train_seconds = time.perf_counter() - t0
     metrics = {
         "model": cfg["model"], "data": d["spec"], "device": str(device),

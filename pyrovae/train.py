@@ -102,8 +102,11 @@ class TrainState:
     step: int = 0  # optimiser steps taken
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0  # batches of the current epoch already taken
-    last_loss: float = math.nan  # per data point, last step
-    epoch_loss_sum: float = 0.0  # per-data-point losses of this epoch's steps so far, summed
+    last_loss: float = math.nan  # per data point, last step (NaN when it was skipped)
+    epoch_loss_sum: float = 0.0  # per-data-point losses of this epoch's good steps, summed
+    epoch_good_steps: int = 0  # this epoch's steps whose update was applied
+    nonfinite_streak: int = 0  # consecutive steps skipped for a non-finite loss or gradient
+    nonfinite_total: int = 0  # all steps skipped so far
     stop: bool = False
 
 
@@ -169,24 +172,28 @@ def _make_scheduler(lr_schedule, optimizer, total_steps, interval):
     return lr_schedule(optimizer), interval
 
 
-def _param_sites(model_fn, guide_fn, kwargs) -> dict[str, torch.Tensor]:
-    """``{name: unconstrained tensor}`` of the param sites one run of guide and model records,
-    run in a forked RNG so the training stream is the same with or without this probe."""
+def _probe(model_fn, guide_fn, kwargs):
+    """One run of guide and replayed model, in a forked RNG so the training stream is the same
+    with or without it. Returns ``({param name: unconstrained tensor}, model_trace,
+    guide_trace)``."""
     devices = sorted({v.device for v in kwargs.values() if torch.is_tensor(v)
                       and v.device.type == "cuda"}, key=str)
-    with torch.random.fork_rng(devices=devices), poutine.block(), \
-            poutine.trace(param_only=True) as capture:
+    # Validation off: the probe learns structure; values (a NaN network output, say) are the
+    # first step's business, where the non-finite guard handles them.
+    with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False), \
+            poutine.block(), poutine.trace(param_only=True) as capture:
         guide_tr = poutine.trace(guide_fn).get_trace(**kwargs)
-        poutine.replay(model_fn, trace=guide_tr)(**kwargs)
-    out = {}
+        model_tr = poutine.trace(poutine.replay(model_fn, trace=guide_tr)).get_trace(**kwargs)
+    params = {}
     for name, site in capture.trace.nodes.items():
         value = site["value"]
-        out[name] = value.unconstrained() if hasattr(value, "unconstrained") else value
-    return out
+        params[name] = value.unconstrained() if hasattr(value, "unconstrained") else value
+    return params, model_tr, guide_tr
 
 
-def _discover_params(model, model_fn, guide_fn, kwargs) -> tuple[list, dict]:
-    """The model's parameters plus ``pyro.param`` tensors kept outside its modules.
+def _discover_params(model, model_fn, guide_fn, kwargs):
+    """The model's parameters plus ``pyro.param`` tensors kept outside its modules, and the
+    probe's traces.
 
     In Pyro's default global param store a parameter name the model shares with another model
     (``encoder$$$net.0.weight``, say) can bring that model's tensor into the trace, although the
@@ -197,10 +204,10 @@ def _discover_params(model, model_fn, guide_fn, kwargs) -> tuple[list, dict]:
         return list(model.parameters()) if isinstance(model, torch.nn.Module) else []
 
     with pyro.get_param_store().scope():
-        scratch = _param_sites(model_fn, guide_fn, kwargs)
+        scratch, _, _ = _probe(model_fn, guide_fn, kwargs)
     own_ids = {id(p) for p in module_params()}
     own_names = {n for n, v in scratch.items() if id(v) in own_ids}
-    sites = _param_sites(model_fn, guide_fn, kwargs)
+    sites, model_tr, guide_tr = _probe(model_fn, guide_fn, kwargs)
     params = module_params()
     if params and not sites:
         raise ValueError(
@@ -216,7 +223,43 @@ def _discover_params(model, model_fn, guide_fn, kwargs) -> tuple[list, dict]:
             continue
         extra[name] = value
         seen.add(id(value))
-    return params + list(extra.values()), extra
+    return params + list(extra.values()), extra, model_tr, guide_tr
+
+
+def _sample_sites(trace):
+    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample"
+            and not s["infer"].get("_deterministic")
+            and type(s["fn"]).__name__ != "_Subsample"}
+
+
+def check_sites(model_tr, guide_tr, loss=None) -> None:
+    """Raises ``ValueError`` when model and guide do not pair up, before any training.
+
+    Every guide sample site must exist in the model (else it only adds log q terms), and every
+    latent model site must be in the guide unless it is enumerated (else Pyro silently draws it
+    from the prior and the ELBO is not the one intended). A loss with a
+    ``check_traces(model_trace, guide_trace)`` method checks the sites it needs.
+    """
+    model_sites, guide_sites = _sample_sites(model_tr), _sample_sites(guide_tr)
+    for name, site in guide_sites.items():
+        if not site["is_observed"] and name not in model_sites:
+            raise ValueError(
+                f"model/guide: the guide samples site {name!r}, which the model does not have "
+                f"(model sites: {sorted(model_sites)})"
+            )
+    for name, site in model_sites.items():
+        if site["is_observed"] or name in guide_sites:
+            continue
+        if site["infer"].get("enumerate") is None:
+            raise ValueError(
+                f"model/guide: the model's latent site {name!r} has no site of that name in the "
+                f"guide (guide sites: {sorted(guide_sites)}); Pyro would draw it from the prior. "
+                f"Add it to the guide, or mark it infer={{'enumerate': 'parallel'}} and use "
+                f"TraceEnum_ELBO"
+            )
+    check = getattr(loss, "check_traces", None)
+    if callable(check):
+        check(model_tr, guide_tr)
 
 
 def _check_positive(value, name, allow_none=False):
@@ -226,10 +269,348 @@ def _check_positive(value, name, allow_none=False):
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
+def _check_number(value, name, low=0.0, high=math.inf, allow_none=False):
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not (low < value < high):
+        raise ValueError(f"{name}: expected a number in ({low:g}, {high:g}), got {value!r}")
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Euclidean norm of all gradients together (inf or NaN if any entry is)."""
+    if not grads:
+        return torch.zeros(())
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else \
+        [torch.linalg.vector_norm(g) for g in grads]
+    return torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
+
+
 def _fmt(record: dict) -> str:
     keys = [k for k in ("loss", "recon", "kl", "valid_loss", "valid_recon", "valid_kl")
             if k in record]
     return "  ".join(f"{k} {record[k]:.3f}" for k in keys)
+
+
+class _Fit:
+    """One call of :func:`fit`: argument checks (no side effects), set-up, the loop."""
+
+    def __init__(self, model, data, loss, *, epochs, steps, batch_size, optimizer, lr,
+                 optimizer_args, lr_schedule, lr_schedule_interval, device, seed,
+                 validation_data, callbacks, checkpoint_dir, checkpoint_every, keep_checkpoints,
+                 resume, log_every, progress, clip_grad_norm, max_nonfinite, nonfinite_patience,
+                 nonfinite_lr_factor, validation):
+        # --- every check before any work is done or any file written ------------------------
+        self.model = as_model(model)
+        if epochs is None and steps is None:
+            raise ValueError("fit: give epochs, steps, or both")
+        _check_positive(epochs, "epochs", allow_none=True)
+        _check_positive(steps, "steps", allow_none=True)
+        _check_positive(batch_size, "batch_size")
+        _check_positive(checkpoint_every, "checkpoint_every")
+        _check_positive(log_every, "log_every", allow_none=True)
+        _check_positive(max_nonfinite, "max_nonfinite")
+        _check_positive(nonfinite_patience, "nonfinite_patience")
+        _check_number(lr, "lr")
+        _check_number(clip_grad_norm, "clip_grad_norm", allow_none=True)
+        _check_number(nonfinite_lr_factor, "nonfinite_lr_factor", 0.0, 1.0 + 1e-12)
+        if validation not in ("first", "all", "none"):
+            raise ValueError(f"validation: expected 'first', 'all' or 'none', got {validation!r}")
+        self.validation = validation
+        self.dev = resolve_device(device)
+        if isinstance(data, Splits):
+            validation_data = data.valid if validation_data is None else validation_data
+            data = data.train
+        self.train = as_dataset(data, name="data").to(self.dev)
+        self.valid = None if validation_data is None else \
+            as_dataset(validation_data, name="validation_data").frozen(1).to(self.dev)
+        if batch_size > len(self.train):
+            raise ValueError(f"batch_size: {batch_size} is larger than the {len(self.train)} "
+                             f"training data points")
+        check = getattr(self.model, "check_data", None)
+        if check is not None:
+            # Dynamic binarisation draws from x, so check one draw rather than probabilities.
+            check(self.train.frozen(0).x, "data")
+            if self.valid is not None:
+                check(self.valid.x, "validation_data")
+        self.loss = pyro.infer.Trace_ELBO() if loss is None else loss
+        if not (hasattr(self.loss, "loss_and_grads") or callable(self.loss)):
+            raise TypeError(f"loss: expected a Pyro ELBO or a callable, got "
+                            f"{type(self.loss).__name__}")
+        callbacks = list(callbacks)
+        for c in callbacks:
+            if not isinstance(c, Callback) and not callable(c):
+                raise TypeError(f"callbacks: expected Callback objects or callables, got {c!r}")
+        self.callbacks = [c if isinstance(c, Callback) else _EpochEndCallback(c)
+                          for c in callbacks]
+        self.ckpts = None if checkpoint_dir is None else \
+            ckpt_io.CheckpointDir(checkpoint_dir, keep_checkpoints)
+        self.saved = self.resume_path = None
+        if resume is True:
+            if self.ckpts is None:
+                raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint's path)")
+            self.saved, self.resume_path = self.ckpts.load_latest()
+        elif resume:
+            self.resume_path = Path(resume)
+            self.saved = ckpt_io.load(self.resume_path)
+        self.batch_size, self.optimizer_spec, self.lr = batch_size, optimizer, lr
+        self.optimizer_args, self.lr_schedule = optimizer_args, lr_schedule
+        self.lr_schedule_interval, self.seed, self.progress = lr_schedule_interval, seed, progress
+        self.checkpoint_every, self.clip = checkpoint_every, clip_grad_norm
+        self.max_nonfinite, self.patience = max_nonfinite, nonfinite_patience
+        self.lr_factor = nonfinite_lr_factor
+        self.n_batches = len(self.train) // batch_size
+        # every 50 steps, at least once per epoch, never more often than every 10
+        self.log_every = log_every or min(50, max(self.n_batches, 10))
+        self.total_steps = steps if steps is not None else epochs * self.n_batches
+        self.epochs = epochs if epochs is not None else math.ceil(steps / self.n_batches)
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        if self.seed is not None:
+            pyro.set_rng_seed(self.seed)
+        self.gen = torch.Generator(device=self.dev)
+        self.gen.manual_seed(0 if self.seed is None else self.seed)
+        model = self.model
+        if isinstance(model, torch.nn.Module):
+            model.to(self.dev)
+            model.train()
+        self.model_fn, self.guide_fn = model.model, model.guide
+        for c in self.callbacks:
+            self.model_fn, self.guide_fn = c.wrap(self.model_fn, self.guide_fn)
+        # A two-point batch to learn the inputs, parameters and sites, drawn without `gen`.
+        probe = self.train.batch(torch.arange(min(2, len(self.train)), device=self.dev),
+                                 torch.Generator(device=self.dev).manual_seed(0))
+        self.names = input_names(model, probe)
+        kwargs = {k: probe[k] for k in self.names}
+        self.params, self.extra, model_tr, guide_tr = _discover_params(
+            model, self.model_fn, self.guide_fn, kwargs)
+        check_sites(model_tr, guide_tr, self.loss)
+        if not self.params:
+            raise ValueError("model: found no trainable parameters in the model or guide")
+        self.opt = _make_optimizer(self.optimizer_spec, self.params, self.lr,
+                                   self.optimizer_args)
+        self.scheduler, self.interval = _make_scheduler(
+            self.lr_schedule, self.opt, self.total_steps, self.lr_schedule_interval)
+        self.state = TrainState(model, self.opt, self.scheduler, self.loss, History())
+        self.order = None
+        if self.saved is not None:
+            self._restore(self.saved)
+        self.first_step = self.state.step + 1
+
+    def _restore(self, saved: dict) -> None:
+        state = self.state
+        ckpt_io.restore_model(self.model, saved, self.extra)
+        self.opt.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None and saved.get("scheduler") is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        ts = saved["train_state"]
+        state.step, state.epoch = ts["step"], ts["epoch"]
+        state.batch_in_epoch = ts["batch_in_epoch"]
+        state.epoch_loss_sum = ts.get("epoch_loss_sum", 0.0)
+        state.epoch_good_steps = ts.get("epoch_good_steps", state.batch_in_epoch)
+        state.nonfinite_total = ts.get("nonfinite_total", 0)
+        state.history = History.from_dict(ts["history"])
+        for c, s in zip(self.callbacks, ts.get("callbacks", [])):
+            c.load_state_dict(s)
+        ckpt_io.set_rng_state(saved["rng"], self.gen)
+        if ts.get("order") is not None:
+            self.order = ts["order"].to(self.dev)
+        log.info("resumed from %s at epoch %d, step %d", self.resume_path, state.epoch,
+                 state.step)
+
+    def write_checkpoint(self):
+        if self.ckpts is None:
+            return None
+        state = self.state
+        return self.ckpts.save({
+            **ckpt_io.model_payload(self.model, self.extra),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "train_state": {
+                "step": state.step, "epoch": state.epoch,
+                "batch_in_epoch": state.batch_in_epoch,
+                "epoch_loss_sum": state.epoch_loss_sum,
+                "epoch_good_steps": state.epoch_good_steps,
+                "nonfinite_total": state.nonfinite_total,
+                "order": self.order.cpu() if self.order is not None and state.batch_in_epoch
+                else None,
+                "history": state.history.to_dict(),
+                "callbacks": [c.state_dict() for c in self.callbacks],
+            },
+            "rng": ckpt_io.rng_state(self.gen),
+        }, state.step)
+
+    # --- one step -------------------------------------------------------------------------------
+    def step(self, kwargs) -> float:
+        """One SVI step. Returns the loss per data point, or NaN when a non-finite loss or
+        gradient made it skip the update (parameters and optimiser state untouched)."""
+        opt, loss = self.opt, self.loss
+        opt.zero_grad(set_to_none=True)
+        validate = self.validation == "all" or (
+            self.validation == "first" and self.state.step + 1 == self.first_step)
+        try:
+            with pyro.validation_enabled(validate):
+                if hasattr(loss, "loss_and_grads"):
+                    value = float(loss.loss_and_grads(self.model_fn, self.guide_fn, **kwargs))
+                else:
+                    t = loss(self.model_fn, self.guide_fn, **kwargs)
+                    t.backward()
+                    value = float(t.detach())
+        except ValueError as e:
+            # With validation on, a NaN distribution parameter raises in torch rather than
+            # giving a NaN loss; it is the same numerical failure.
+            if "found invalid values" not in str(e):
+                raise
+            value = math.nan
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = float(_total_norm(grads))
+        if not (math.isfinite(value) and math.isfinite(norm)):
+            opt.zero_grad(set_to_none=True)
+            self._nonfinite(value, norm)
+            return math.nan
+        self.state.nonfinite_streak = 0
+        if self.clip is not None and norm > self.clip:
+            torch._foreach_mul_(grads, self.clip / (norm + 1e-6))
+        opt.step()
+        if self.scheduler is not None and self.interval == "step":
+            self.scheduler.step()
+        return value / self.batch_size
+
+    def _nonfinite(self, value, norm) -> None:
+        state = self.state
+        state.nonfinite_streak += 1
+        state.nonfinite_total += 1
+        step = state.step + 1
+        log.warning("step %d: non-finite %s (loss %s, gradient norm %s); update skipped, "
+                    "%d in a row", step, "loss" if not math.isfinite(value) else "gradient",
+                    value, norm, state.nonfinite_streak)
+        if state.nonfinite_streak % self.patience == 0:
+            for group in self.opt.param_groups:
+                group["lr"] *= self.lr_factor
+            if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+                self.scheduler.base_lrs = [b * self.lr_factor for b in self.scheduler.base_lrs]
+            log.warning("learning rate lowered to %g after %d non-finite steps in a row",
+                        self.opt.param_groups[0]["lr"], state.nonfinite_streak)
+        if state.nonfinite_streak >= self.max_nonfinite:
+            state.step += 1  # this batch is consumed
+            state.batch_in_epoch += 1
+            path = self.write_checkpoint()
+            where = f"; they are saved in {path}" if path else ""
+            raise FloatingPointError(
+                f"fit: {state.nonfinite_streak} consecutive steps (up to step {step}, epoch "
+                f"{state.epoch + 1}) gave a non-finite loss or gradient, so training stopped. "
+                f"The parameters are those of the last good step{where}. Try a lower lr, "
+                f"clip_grad_norm, or check the data and the model for values that overflow."
+            )
+
+    # --- the loop -------------------------------------------------------------------------------
+    def validate(self) -> dict:
+        sums, count, model = {}, 0, self.model
+        was = getattr(model, "training", None)
+        if was is not None:
+            model.eval()
+        for batch in self.valid.batches(max(self.batch_size, 256)):
+            t = elbo_terms(model.model, model.guide, {k: batch[k] for k in self.names})
+            for k, v in t.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += batch["x"].shape[0]
+        if was:
+            model.train()
+        return {f"valid_{k}": v / count for k, v in sums.items()}
+
+    def _log_step(self, kwargs, value, bar) -> None:
+        state = self.state
+        with torch.no_grad():
+            terms = elbo_terms(self.model.model, self.model.guide, kwargs)
+        rec = {"step": state.step, "epoch": state.epoch + 1, "loss": value,
+               **{k: v / self.batch_size for k, v in terms.items() if k != "loss"}}
+        rec.update(getattr(self.loss, "last_terms", None) or {})
+        state.history.steps.append(rec)
+        if bar is not None:
+            bar.set_postfix({k: f"{rec[k]:.2f}" for k in ("loss", "recon", "kl") if k in rec},
+                            refresh=False)
+
+    def _end_epoch(self, t0) -> None:
+        state = self.state
+        state.epoch += 1
+        rec = {"epoch": state.epoch, "step": state.step,
+               "loss": state.epoch_loss_sum / max(state.epoch_good_steps, 1),
+               "lr": self.opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        skipped = self.n_batches - state.epoch_good_steps
+        if skipped:
+            rec["skipped_steps"] = skipped
+        state.batch_in_epoch = state.epoch_good_steps = 0
+        state.epoch_loss_sum = 0.0
+        if self.scheduler is not None and self.interval == "epoch":
+            self.scheduler.step()
+        this_epoch = []  # this epoch's step records: the newest ones
+        for r in reversed(state.history.steps):
+            if r.get("epoch") != state.epoch:
+                break
+            this_epoch.append(r)
+        for k in ("recon", "kl"):
+            if this_epoch:
+                rec[k] = sum(r.get(k, 0.0) for r in this_epoch) / len(this_epoch)
+        if self.valid is not None:
+            with torch.no_grad():
+                rec.update(self.validate())
+        state.history.epochs.append(rec)
+        log.info("epoch %d/%d  %s  (%.1f s)", state.epoch, self.epochs, _fmt(rec),
+                 rec["seconds"])
+        for c in self.callbacks:
+            c.on_epoch_end(state)
+        if state.epoch % self.checkpoint_every == 0:
+            self.write_checkpoint()
+
+    def run(self) -> History:
+        state, train, bs = self.state, self.train, self.batch_size
+        bar = None
+        if self.progress or self.progress is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=state.step, unit="step",
+                       disable=None if self.progress is None else not self.progress,
+                       dynamic_ncols=True, leave=True)
+        for c in self.callbacks:
+            c.on_train_start(state)
+        try:
+            while state.epoch < self.epochs and not state.stop \
+                    and state.step < self.total_steps:
+                if self.order is None or state.batch_in_epoch == 0:
+                    self.order = torch.randperm(len(train), generator=self.gen, device=self.dev)
+                t0 = time.perf_counter()
+                while state.batch_in_epoch < self.n_batches:
+                    i = state.batch_in_epoch
+                    batch = train.batch(self.order[i * bs:(i + 1) * bs], self.gen)
+                    kwargs = {k: batch[k] for k in self.names}
+                    value = self.step(kwargs)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    state.last_loss = value
+                    if math.isfinite(value):
+                        state.epoch_loss_sum += value
+                        state.epoch_good_steps += 1
+                        if state.step % self.log_every == 0:
+                            self._log_step(kwargs, value, bar)
+                    if bar is not None:
+                        bar.update(1)
+                    for c in self.callbacks:
+                        c.on_step_end(state)
+                    if state.stop or state.step >= self.total_steps:
+                        break
+                if state.batch_in_epoch < self.n_batches:  # stopped mid-epoch
+                    break
+                self._end_epoch(t0)
+            for c in self.callbacks:
+                c.on_train_end(state)
+            self.write_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        if isinstance(self.model, torch.nn.Module):
+            self.model.eval()
+        return state.history
 
 
 def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None = None,
@@ -238,10 +619,15 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         lr_schedule_interval: str = "epoch", device="cpu", seed: int | None = 0,
         validation_data=None, callbacks: Iterable = (),
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
-        resume: bool | str | Path = False, log_every: int | None = None,
-        progress: bool | None = None,
-        clip_grad_norm: float | None = None) -> History:
+        keep_checkpoints: int = 1, resume: bool | str | Path = False,
+        log_every: int | None = None, progress: bool | None = None,
+        clip_grad_norm: float | None = None, max_nonfinite: int = 10,
+        nonfinite_patience: int = 3, nonfinite_lr_factor: float = 0.5,
+        validation: str = "first") -> History:
     """Trains ``model`` (a model/guide pair) on ``data`` by stochastic variational inference.
+
+    Every argument, the data against the model's likelihood, and the pairing of model and guide
+    sites are checked before the first step and before any file is written.
 
     :param model: an object with ``model`` and ``guide`` (a ``PyroModule``), or a
         ``(model_fn, guide_fn)`` tuple. Batches reach them as keyword arguments named like
@@ -250,7 +636,8 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         split then validates), a tensor/array, an ``(x, y)`` tuple or a map-style torch dataset.
     :param loss: a Pyro ELBO (anything with ``loss_and_grads(model, guide, **kw)``) or a callable
         ``loss(model, guide, **kw) -> differentiable tensor``; default ``Trace_ELBO()``. A loss
-        with a ``last_terms`` dict after each step has those terms logged too.
+        with a ``last_terms`` dict after each step has those terms logged too; one with
+        ``check_traces(model_trace, guide_trace)`` checks the sites it needs up front.
     :param epochs: passes over the data; ``steps`` caps optimiser steps (one of them needed).
     :param optimizer: a name (``"adam"``, ``"sgd"``, ...), a ``torch.optim`` class (built with
         ``lr`` and ``optimizer_args``), a factory ``params -> Optimizer`` or a ``pyro.optim`` one.
@@ -260,237 +647,33 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
     :param seed: seeds torch, NumPy and Python (``pyro.set_rng_seed``) and the data order.
     :param callbacks: :class:`Callback` objects, or callables run at each epoch's end.
     :param checkpoint_dir: folder for ``checkpoint.pt`` (written atomically every
-        ``checkpoint_every`` epochs and at the end).
-    :param resume: ``True`` continues from ``checkpoint_dir``'s checkpoint if there is one; a
-        path continues from that file. Optimiser, schedule, RNG and data-order states are
-        restored, so a resumed run takes the same steps as an uninterrupted one.
+        ``checkpoint_every`` epochs, at the end, and when training stops on non-finite
+        values); ``keep_checkpoints`` > 1 also keeps that many as ``checkpoint-step<N>.pt``.
+    :param resume: ``True`` continues from ``checkpoint_dir``'s newest readable checkpoint if
+        there is one; a path continues from that file. Optimiser, schedule, RNG and data-order
+        states are restored, so a resumed run takes the same steps as an uninterrupted one.
     :param log_every: steps between logged records of the ELBO's terms (each costs one extra
         forward pass); default every 50 steps, at least once per epoch, at most every 10.
     :param progress: show a progress bar (default: when writing to a terminal).
     :param clip_grad_norm: clip the gradients' total norm to this value.
+    :param max_nonfinite: a step whose loss or gradient is NaN/inf is skipped (parameters and
+        optimiser state untouched) and logged; every ``nonfinite_patience`` such steps in a row
+        multiply the learning rate by ``nonfinite_lr_factor``; ``max_nonfinite`` in a row stop
+        training with ``FloatingPointError`` after writing a checkpoint.
+    :param validation: when Pyro's validation (distribution arguments and supports, site
+        shapes, model/guide agreement) runs: on the ``"first"`` step of each call (its messages
+        name a mistake at once; later steps run faster, and a NaN reaches the guard above
+        instead of raising inside torch), on ``"all"`` steps, or ``"none"``.
     :returns: the :class:`History`; the model is trained in place and left in eval mode.
     """
-    # --- check everything before any work is done or any file written -------------------------
-    model = as_model(model)
-    if epochs is None and steps is None:
-        raise ValueError("fit: give epochs, steps, or both")
-    _check_positive(epochs, "epochs", allow_none=True)
-    _check_positive(steps, "steps", allow_none=True)
-    _check_positive(batch_size, "batch_size")
-    _check_positive(checkpoint_every, "checkpoint_every")
-    _check_positive(log_every, "log_every", allow_none=True)
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-    if clip_grad_norm is not None and not clip_grad_norm > 0:
-        raise ValueError(f"clip_grad_norm: expected a positive number, got {clip_grad_norm!r}")
-    dev = resolve_device(device)
-    if isinstance(data, Splits):
-        validation_data = data.valid if validation_data is None else validation_data
-        data = data.train
-    train = as_dataset(data, name="data").to(dev)
-    valid = None if validation_data is None else \
-        as_dataset(validation_data, name="validation_data").frozen(1).to(dev)
-    if batch_size > len(train):
-        raise ValueError(f"batch_size: {batch_size} is larger than the {len(train)} training "
-                         f"data points")
-    check = getattr(model, "check_data", None)
-    if check is not None:
-        # Dynamic binarisation draws from x, so check one draw rather than the probabilities.
-        check(train.frozen(0).x, "data")
-        if valid is not None:
-            check(valid.x, "validation_data")
-    loss = pyro.infer.Trace_ELBO() if loss is None else loss
-    if not (hasattr(loss, "loss_and_grads") or callable(loss)):
-        raise TypeError(f"loss: expected a Pyro ELBO or a callable, got {type(loss).__name__}")
-    callbacks = list(callbacks)
-    for c in callbacks:
-        if not isinstance(c, Callback) and not callable(c):
-            raise TypeError(f"callbacks: expected Callback objects or callables, got {c!r}")
-    callbacks = [c if isinstance(c, Callback) else _EpochEndCallback(c) for c in callbacks]
-    resume_path = None
-    if resume is True:
-        if checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint's path)")
-        candidate = Path(checkpoint_dir) / ckpt_io.FILENAME
-        resume_path = candidate if candidate.is_file() else None
-    elif resume:
-        resume_path = Path(resume)
-    saved = ckpt_io.load(resume_path) if resume_path is not None else None
-
-    # --- set up ------------------------------------------------------------------------------
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(0 if seed is None else seed)
-    if isinstance(model, torch.nn.Module):
-        model.to(dev)
-        model.train()
-    model_fn, guide_fn = model.model, model.guide
-    for c in callbacks:
-        model_fn, guide_fn = c.wrap(model_fn, guide_fn)
-    # A two-point batch to learn the model's inputs and parameters, drawn without touching `gen`.
-    probe = train.batch(torch.arange(min(2, len(train)), device=dev),
-                        torch.Generator(device=dev).manual_seed(0))
-    names = input_names(model, probe)
-    n_batches = len(train) // batch_size
-    if log_every is None:  # every 50 steps, at least once per epoch, never more than every 10
-        log_every = min(50, max(n_batches, 10))
-    total_steps = steps if steps is not None else epochs * n_batches
-    if epochs is None:
-        epochs = math.ceil(steps / n_batches)
-
-    params, extra = _discover_params(model, model_fn, guide_fn,
-                                     {k: probe[k] for k in names})
-    if not params:
-        raise ValueError("model: found no trainable parameters in the model or guide")
-    opt = _make_optimizer(optimizer, params, lr, optimizer_args)
-    scheduler, interval = _make_scheduler(lr_schedule, opt, total_steps,
-                                          lr_schedule_interval)
-    state = TrainState(model, opt, scheduler, loss, History())
-    order = None
-    if saved is not None:
-        ckpt_io.restore_model(model, saved, extra)
-        opt.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler") is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        ts = saved["train_state"]
-        state.step, state.epoch = ts["step"], ts["epoch"]
-        state.batch_in_epoch = ts["batch_in_epoch"]
-        state.epoch_loss_sum = ts.get("epoch_loss_sum", 0.0)
-        state.history = History.from_dict(ts["history"])
-        for c, s in zip(callbacks, ts.get("callbacks", [])):
-            c.load_state_dict(s)
-        ckpt_io.set_rng_state(saved["rng"], gen)
-        if ts.get("order") is not None:
-            order = ts["order"].to(dev)
-        log.info("resumed from %s at epoch %d, step %d", resume_path, state.epoch, state.step)
-
-    def write_checkpoint():
-        if checkpoint_dir is None:
-            return
-        ckpt_io.save(Path(checkpoint_dir) / ckpt_io.FILENAME, {
-            **ckpt_io.model_payload(model, extra),
-            "optimizer": opt.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "train_state": {
-                "step": state.step, "epoch": state.epoch,
-                "batch_in_epoch": state.batch_in_epoch,
-                "epoch_loss_sum": state.epoch_loss_sum,
-                "order": order.cpu() if order is not None and state.batch_in_epoch else None,
-                "history": state.history.to_dict(),
-                "callbacks": [c.state_dict() for c in callbacks],
-            },
-            "rng": ckpt_io.rng_state(gen),
-        })
-
-    def step_once(kwargs) -> float:
-        opt.zero_grad(set_to_none=True)
-        if hasattr(loss, "loss_and_grads"):
-            value = float(loss.loss_and_grads(model_fn, guide_fn, **kwargs))
-        else:
-            t = loss(model_fn, guide_fn, **kwargs)
-            t.backward()
-            value = float(t.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"fit: the loss is {value} at step {state.step + 1} (epoch {state.epoch + 1});"
-                f" the parameters are those after step {state.step}. Try a lower lr, "
-                f"clip_grad_norm, or check the data."
-            )
-        if clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-        opt.step()
-        if scheduler is not None and interval == "step":
-            scheduler.step()
-        return value
-
-    def validate() -> dict:
-        sums, count = {}, 0
-        was = getattr(model, "training", None)
-        if was is not None:
-            model.eval()
-        for batch in valid.batches(max(batch_size, 256)):
-            t = elbo_terms(model.model, model.guide, {k: batch[k] for k in names})
-            for k, v in t.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += batch["x"].shape[0]
-        if was:
-            model.train()
-        return {f"valid_{k}": v / count for k, v in sums.items()}
-
-    bar = None
-    if progress or progress is None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=state.step, disable=None if progress is None
-                   else not progress, unit="step", dynamic_ncols=True, leave=True)
-    for c in callbacks:
-        c.on_train_start(state)
-    try:
-        while state.epoch < epochs and not state.stop and state.step < total_steps:
-            if order is None or state.batch_in_epoch == 0:
-                order = torch.randperm(len(train), generator=gen, device=dev)
-            t0 = time.perf_counter()
-            while state.batch_in_epoch < n_batches:
-                i = state.batch_in_epoch
-                batch = train.batch(order[i * batch_size:(i + 1) * batch_size], gen)
-                kwargs = {k: batch[k] for k in names}
-                value = step_once(kwargs) / batch_size
-                state.step += 1
-                state.batch_in_epoch += 1
-                state.last_loss = value
-                state.epoch_loss_sum += value
-                if state.step % log_every == 0:
-                    with torch.no_grad():
-                        terms = elbo_terms(model.model, model.guide, kwargs)
-                    rec = {"step": state.step, "epoch": state.epoch + 1, "loss": value,
-                           **{k: v / batch_size for k, v in terms.items() if k != "loss"}}
-                    rec.update(getattr(loss, "last_terms", None) or {})
-                    state.history.steps.append(rec)
-                    if bar is not None:
-                        bar.set_postfix({k: f"{rec[k]:.2f}" for k in ("loss", "recon", "kl")
-                                         if k in rec}, refresh=False)
-                if bar is not None:
-                    bar.update(1)
-                for c in callbacks:
-                    c.on_step_end(state)
-                if state.stop or state.step >= total_steps:
-                    break
-            if state.batch_in_epoch < n_batches:  # stopped mid-epoch
-                break
-            state.epoch += 1
-            rec = {"epoch": state.epoch, "step": state.step,
-                   "loss": state.epoch_loss_sum / n_batches,
-                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            state.batch_in_epoch = 0
-            state.epoch_loss_sum = 0.0
-            if scheduler is not None and interval == "epoch":
-                scheduler.step()
-            last_terms = []  # this epoch's step records: the newest ones
-            for r in reversed(state.history.steps):
-                if r.get("epoch") != state.epoch:
-                    break
-                last_terms.append(r)
-            for k in ("recon", "kl"):
-                if last_terms:
-                    rec[k] = sum(r.get(k, 0.0) for r in last_terms) / len(last_terms)
-            if valid is not None:
-                with torch.no_grad():
-                    rec.update(validate())
-            state.history.epochs.append(rec)
-            log.info("epoch %d/%d  %s  (%.1f s)", state.epoch, epochs, _fmt(rec),
-                     rec["seconds"])
-            for c in callbacks:
-                c.on_epoch_end(state)
-            if state.epoch % checkpoint_every == 0:
-                write_checkpoint()
-        for c in callbacks:
-            c.on_train_end(state)
-        write_checkpoint()
-    finally:
-        if bar is not None:
-            bar.close()
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    return state.history
-
+    run = _Fit(model, data, loss, epochs=epochs, steps=steps, batch_size=batch_size,
+               optimizer=optimizer, lr=lr, optimizer_args=optimizer_args,
+               lr_schedule=lr_schedule, lr_schedule_interval=lr_schedule_interval,
+               device=device, seed=seed, validation_data=validation_data, callbacks=callbacks,
+               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+               keep_checkpoints=keep_checkpoints, resume=resume, log_every=log_every,
+               progress=progress, clip_grad_norm=clip_grad_norm, max_nonfinite=max_nonfinite,
+               nonfinite_patience=nonfinite_patience, nonfinite_lr_factor=nonfinite_lr_factor,
+               validation=validation)
+    run.setup()
+    return run.run()

@@ -4,6 +4,13 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from hypothesis import settings
+
+# CI explores the same examples every run (a failure is reproducible); set
+# HYPOTHESIS_PROFILE=explore locally to search new ones.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("explore", deadline=None, max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("PYROVAE_MNIST", ROOT.parent / "shared" / "data" / "mnist.npz"))

@@ -220,7 +220,7 @@ class Forgetful(PyroModule):
     ({"batch_size": 5000}, None, ValueError, "batch_size: 5000 is larger than the 1437"),
     ({"device": "gpu"}, None, ValueError, "device: expected 'cpu', 'cuda'"),
     ({"epochs": None}, None, ValueError, "give epochs, steps, or both"),
-    ({"lr": -1.0}, None, ValueError, "lr: expected a positive finite number"),
+    ({"lr": -1.0}, None, ValueError, r"lr: expected a number in \(0, inf\), got -1.0"),
     ({"optimizer": "adamm"}, None, ValueError, "optimizer: expected one of"),
     ({"lr_schedule": "step"}, None, ValueError, "lr_schedule: expected"),
     ({}, torch.rand(100, 1, 8, 8), ValueError, r"Bernoulli likelihood needs values in \{0, 1\}"),
@@ -246,19 +246,6 @@ def test_cuda_requested_without_cuda_is_a_clear_error():
 def test_model_without_param_sites_is_a_clear_error():
     with pytest.raises(ValueError, match="pyro_method"):
         fit(Forgetful(), torch.randn(20), epochs=1, batch_size=10, progress=False)
-
-
-def test_nonfinite_loss_stops_with_a_message():
-    def model(x):
-        scale = pyro.param("scale", torch.tensor(1.0))
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(0.0, scale * 0.0), obs=x)  # zero scale: -inf
-
-    def guide(x):
-        pass
-
-    with pytest.raises((FloatingPointError, ValueError)):
-        fit((model, guide), torch.randn(20), epochs=1, batch_size=10, progress=False)
 
 
 @pytest.mark.cuda

@@ -20,7 +20,12 @@ def split_arrays(x, y=None, *, name: str, valid_fraction: float = 0.1,
         if not 0 <= f < 1:
             raise ValueError(f"{label}: expected a fraction in [0, 1), got {f!r}")
     x = np.asarray(x)
+    if x.ndim < 1:
+        raise ValueError(f"{name} x: expected an array of data points, got a scalar")
     n = len(x)
+    if y is not None and np.asarray(y).shape != (n,):
+        raise ValueError(f"{name} y: expected shape ({n},) to match x, got "
+                         f"{np.asarray(y).shape}")
     n_test, n_valid = round(n * test_fraction), round(n * valid_fraction)
     if n - n_test - n_valid < 1 or n_test < 1:
         raise ValueError(f"{name}: {n} data points are too few to split into train/valid/test "

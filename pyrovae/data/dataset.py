@@ -59,6 +59,8 @@ class Dataset:
             raise ValueError(f"{name} x: expected shape (N, *event_shape), got a scalar")
         if x.shape[0] == 0:
             raise ValueError(f"{name} x: the dataset is empty (shape {tuple(x.shape)})")
+        if x[0].numel() == 0:
+            raise ValueError(f"{name} x: each data point is empty (shape {tuple(x.shape)})")
         if not bool(torch.isfinite(x).all()):
             n_bad = int((~torch.isfinite(x)).sum())
             raise ValueError(f"{name} x: expected finite values, found {n_bad} NaN/Inf")

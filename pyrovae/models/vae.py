@@ -11,6 +11,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 
 from .. import nn as nets
+from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from .base import register_model
@@ -33,22 +34,42 @@ class VAEConfig:
 
     def __post_init__(self):
         self.input_shape = as_shape(self.input_shape, "input_shape")
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = _positive_ints(self.hidden, "hidden", allow_empty=True)
         if self.channels is not None:
-            self.channels = tuple(int(c) for c in self.channels)
+            self.channels = _positive_ints(self.channels, "channels", allow_empty=False)
         if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) \
                 or self.latent_dim < 1:
             raise ValueError(f"latent_dim: expected a positive int, got {self.latent_dim!r}")
-        if self.network not in nets.ARCHITECTURES:
-            raise ValueError(
-                f"network: expected one of {sorted(nets.ARCHITECTURES)}, got {self.network!r}"
-            )
+        _one_of(self.network, nets.ARCHITECTURES, "network")
+        _one_of(self.activation, nets.ACTIVATIONS, "activation")
+        _one_of(self.likelihood, LIKELIHOODS, "likelihood")
         if self.network == "conv" and len(self.input_shape) != 3:
             raise ValueError(
                 f"network 'conv' needs image input_shape (C, H, W), got {self.input_shape}"
             )
+        if not isinstance(self.batch_norm, bool):
+            raise ValueError(f"batch_norm: expected True or False, got {self.batch_norm!r}")
         if not isinstance(self.likelihood_args, dict):
             raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
+        # a floor on q's standard deviation above the prior's own (1) cannot be meant
+        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
+                or not 0 <= self.min_scale <= 1:
+            raise ValueError(f"min_scale: expected a number in [0, 1], got {self.min_scale!r}")
+
+
+def _positive_ints(value, name: str, allow_empty: bool) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name}: expected a sequence of positive ints, got {value!r}")
+    value = tuple(value)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value) \
+            or (not value and not allow_empty):
+        raise ValueError(f"{name}: expected a sequence of positive ints, got {value!r}")
+    return value
+
+
+def _one_of(value, options, name: str) -> None:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}: expected one of {sorted(options)}, got {value!r}")
 
 
 class _Autoencoder(PyroModule):
