@@ -67,6 +67,11 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
         path = path / FILENAME
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no such file {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save's zip archive or legacy pickle
+        raise ValueError(f"checkpoint: {path} is not a readable pyrovae checkpoint (it is not a "
+                         f"file torch.save wrote; it starts with bytes {head.hex() or 'none'})")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except PermissionError:
@@ -75,9 +80,15 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
             ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
         # weights_only=True refuses any pickle that would construct arbitrary objects, so a
         # tampered file fails here without running code; truncated files fail here too.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e).lower() \
+                or "Weights only load failed" in str(e):
+            why = ("it holds objects other than tensors and plain values, which the safe loader "
+                   "refuses; nothing in it was run")
+        else:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            why = f"corrupted or truncated: {first[:120]}"
         raise ValueError(f"checkpoint: {path} is not a readable pyrovae checkpoint "
-                         f"(corrupted, truncated or not made by pyrovae: {first})") from None
+                         f"({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {path} is not a pyrovae checkpoint")
     if ckpt.get("version", 0) > VERSION:
