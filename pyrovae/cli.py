@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance samples K for the test log-likelihood L_K")
     t.add_argument("--clip-grad-norm", type=_positive_float, default=None,
                    help="clip the gradients' total norm to this value")
+    t.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: networks under torch.autocast, log-densities in fp32")
     t.add_argument("--keep-checkpoints", type=_positive_int, default=1,
                    help="also keep the newest N checkpoints as checkpoint-step<N>.pt")
     t.add_argument("--out", required=True, help="run folder to create")
@@ -146,9 +148,11 @@ def main(argv=None) -> int:
                 loss_args=parse_settings(args.loss_arg, "--loss-arg"), device=args.device,
                 seed=args.seed, num_samples=args.num_samples, resume=args.resume,
                 figures=not args.no_figures, inference_data=not args.no_inference_data,
-                keep_checkpoints=args.keep_checkpoints, clip_grad_norm=args.clip_grad_norm)
-            _print_metrics(metrics)
-            print(f"run folder: {args.out}")
+                keep_checkpoints=args.keep_checkpoints, clip_grad_norm=args.clip_grad_norm,
+                precision=args.precision)
+            if metrics is not None:  # None: a distributed run's other processes
+                _print_metrics(metrics)
+                print(f"run folder: {args.out}")
         elif args.command == "evaluate":
             r = runs.evaluate_run(args.run, num_samples=args.num_samples, split=args.split,
                                   device=args.device, batch_size=args.batch_size)

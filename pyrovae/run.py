@@ -24,6 +24,7 @@ import torch
 
 from . import __version__, analysis, checkpoint, infer, likelihoods, models
 from . import data as data_mod
+from . import distributed as ddp
 from . import metrics as metrics_mod
 from ._runtime import module_device, resolve_device
 from .infer.particles import ParticleTracer
@@ -163,8 +164,9 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
               seed: int = 0, num_samples: int = 1000, eval_batch_size: int = 100,
               resume: bool = False, figures: bool = True, inference_data: bool = True,
               progress: bool | None = None, keep_checkpoints: int = 1,
-              clip_grad_norm: float | None = None) -> dict:
-    """Trains a model into the run folder ``out`` and evaluates it; returns the metrics.
+              clip_grad_norm: float | None = None, precision: str = "fp32") -> dict | None:
+    """Trains a model into the run folder ``out`` and evaluates it; returns the metrics
+    (``None`` in processes other than rank 0 of a distributed run, which write nothing).
 
     ``binarize="auto"`` binarises dynamically for a Bernoulli likelihood and leaves data as is
     otherwise. ``resume=True`` continues the run in ``out`` with its stored configuration
@@ -190,7 +192,8 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
             "data": {"spec": data, "binarize": binarize, "seed": seed, "valid_size": valid_size},
             "train": {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
                       "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
-                      "keep_checkpoints": keep_checkpoints, "clip_grad_norm": clip_grad_norm},
+                      "keep_checkpoints": keep_checkpoints, "clip_grad_norm": clip_grad_norm,
+                      "precision": precision},
             "loss": {"name": loss, "args": dict(loss_args or {})},
             "eval": {"num_samples": num_samples, "batch_size": eval_batch_size},
         }
@@ -212,8 +215,9 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
 
     class WriteConfig(Callback):  # fit calls it after checking every argument
         def on_train_start(self, state):
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(cfg_path, cfg_json)
+            if state.is_main:  # one run folder, written by rank 0 of a distributed run
+                out.mkdir(parents=True, exist_ok=True)
+                write_json(cfg_path, cfg_json)
 
     t0 = time.perf_counter()
     history = fit(net, splits, loss_obj, epochs=t["epochs"], steps=t["steps"],
@@ -221,8 +225,12 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
                   lr_schedule=t["lr_schedule"], device=device, seed=t["seed"],
                   checkpoint_dir=out, resume=resume, progress=progress,
                   keep_checkpoints=t.get("keep_checkpoints", 1),
-                  clip_grad_norm=t.get("clip_grad_norm"), callbacks=[WriteConfig()])
+                  clip_grad_norm=t.get("clip_grad_norm"), precision=t.get("precision", "fp32"),
+                  callbacks=[WriteConfig()])
     train_seconds = time.perf_counter() - t0
+    world = ddp.current()
+    if world is not None and not world.is_main:
+        return None  # rank 0 evaluates and writes the run folder
     metrics = {
         "model": cfg["model"], "data": d["spec"], "device": str(device),
         "epochs": len(history.epochs), "steps": history.epochs[-1]["step"] if history.epochs

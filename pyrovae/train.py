@@ -21,6 +21,7 @@ import torch
 from pyro import poutine
 
 from . import checkpoint as ckpt_io
+from . import distributed as ddp
 from ._runtime import resolve_device
 from .data import Splits, as_dataset
 from .infer import elbo_terms
@@ -108,6 +109,7 @@ class TrainState:
     nonfinite_streak: int = 0  # consecutive steps skipped for a non-finite loss or gradient
     nonfinite_total: int = 0  # all steps skipped so far
     stop: bool = False
+    is_main: bool = True  # False in processes other than rank 0 of a distributed run
 
 
 _OPTIMIZERS = {name.lower(): getattr(torch.optim, name)
@@ -299,7 +301,7 @@ class _Fit:
                  optimizer_args, lr_schedule, lr_schedule_interval, device, seed,
                  validation_data, callbacks, checkpoint_dir, checkpoint_every, keep_checkpoints,
                  resume, log_every, progress, clip_grad_norm, max_nonfinite, nonfinite_patience,
-                 nonfinite_lr_factor, validation):
+                 nonfinite_lr_factor, validation, distributed, precision):
         # --- every check before any work is done or any file written ------------------------
         self.model = as_model(model)
         if epochs is None and steps is None:
@@ -318,15 +320,24 @@ class _Fit:
             raise ValueError(f"validation: expected 'first', 'all' or 'none', got {validation!r}")
         self.validation = validation
         self.dev = resolve_device(device)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+        self.bf16 = precision == "bf16"
+        self.world = ddp.join(distributed, self.dev)
+        if self.world is not None and self.dev.type == "cuda" and self.dev.index is None:
+            self.dev = torch.device("cuda", self.world.local_rank)
+        self.main = self.world is None or self.world.is_main
+        self.procs = 1 if self.world is None else self.world.size
         if isinstance(data, Splits):
             validation_data = data.valid if validation_data is None else validation_data
             data = data.train
         self.train = as_dataset(data, name="data").to(self.dev)
         self.valid = None if validation_data is None else \
             as_dataset(validation_data, name="validation_data").frozen(1).to(self.dev)
-        if batch_size > len(self.train):
-            raise ValueError(f"batch_size: {batch_size} is larger than the {len(self.train)} "
-                             f"training data points")
+        if batch_size * self.procs > len(self.train):
+            across = f" x {self.procs} processes" if self.procs > 1 else ""
+            raise ValueError(f"batch_size: {batch_size}{across} is larger than the "
+                             f"{len(self.train)} training data points")
         check = getattr(self.model, "check_data", None)
         if check is not None:
             # Dynamic binarisation draws from x, so check one draw rather than probabilities.
@@ -359,7 +370,8 @@ class _Fit:
         self.checkpoint_every, self.clip = checkpoint_every, clip_grad_norm
         self.max_nonfinite, self.patience = max_nonfinite, nonfinite_patience
         self.lr_factor = nonfinite_lr_factor
-        self.n_batches = len(self.train) // batch_size
+        self.global_batch = batch_size * self.procs  # one step's data across all processes
+        self.n_batches = len(self.train) // self.global_batch
         # every 50 steps, at least once per epoch, never more often than every 10
         self.log_every = log_every or min(50, max(self.n_batches, 10))
         self.total_steps = steps if steps is not None else epochs * self.n_batches
@@ -367,9 +379,10 @@ class _Fit:
 
     # --- set-up ---------------------------------------------------------------------------------
     def setup(self) -> None:
+        rank = 0 if self.world is None else self.world.rank
         if self.seed is not None:
-            pyro.set_rng_seed(self.seed)
-        self.gen = torch.Generator(device=self.dev)
+            pyro.set_rng_seed(self.seed + rank)  # each process its own latent noise
+        self.gen = torch.Generator(device=self.dev)  # data order: the same in every process
         self.gen.manual_seed(0 if self.seed is None else self.seed)
         model = self.model
         if isinstance(model, torch.nn.Module):
@@ -388,15 +401,21 @@ class _Fit:
         check_sites(model_tr, guide_tr, self.loss)
         if not self.params:
             raise ValueError("model: found no trainable parameters in the model or guide")
+        if self.world is not None:  # every process starts from rank 0's weights
+            buffers = list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+            ddp.broadcast_(self.params + buffers)
         self.opt = _make_optimizer(self.optimizer_spec, self.params, self.lr,
                                    self.optimizer_args)
         self.scheduler, self.interval = _make_scheduler(
             self.lr_schedule, self.opt, self.total_steps, self.lr_schedule_interval)
-        self.state = TrainState(model, self.opt, self.scheduler, self.loss, History())
+        self.state = TrainState(model, self.opt, self.scheduler, self.loss, History(),
+                                is_main=self.main)
         self.order = None
         if self.saved is not None:
             self._restore(self.saved)
         self.first_step = self.state.step + 1
+        if self.world is not None:
+            ddp.barrier()  # every process has passed its checks before any writes a file
 
     def _restore(self, saved: dict) -> None:
         state = self.state
@@ -413,15 +432,29 @@ class _Fit:
         state.history = History.from_dict(ts["history"])
         for c, s in zip(self.callbacks, ts.get("callbacks", [])):
             c.load_state_dict(s)
-        ckpt_io.set_rng_state(saved["rng"], self.gen)
+        rng = saved["rng"]
+        if "per_rank" in rng:
+            ranks = rng["per_rank"]
+            rank = 0 if self.world is None else self.world.rank
+            if len(ranks) != self.procs:
+                log.warning("checkpoint has RNG states of %d processes, this run has %d; "
+                            "latent noise will not continue its stream", len(ranks), self.procs)
+            rng = ranks[rank % len(ranks)]
+        ckpt_io.set_rng_state(rng, self.gen)
         if ts.get("order") is not None:
             self.order = ts["order"].to(self.dev)
         log.info("resumed from %s at epoch %d, step %d", self.resume_path, state.epoch,
                  state.step)
 
     def write_checkpoint(self):
+        """Rank 0 writes; in a distributed run every process must call this (RNG gather)."""
         if self.ckpts is None:
             return None
+        rng = ckpt_io.rng_state(self.gen)
+        if self.world is not None:
+            rng = {"per_rank": ddp.gather(rng)}
+            if not self.main:
+                return None
         state = self.state
         return self.ckpts.save({
             **ckpt_io.model_payload(self.model, self.extra),
@@ -438,7 +471,7 @@ class _Fit:
                 "history": state.history.to_dict(),
                 "callbacks": [c.state_dict() for c in self.callbacks],
             },
-            "rng": ckpt_io.rng_state(self.gen),
+            "rng": rng,
         }, state.step)
 
     # --- one step -------------------------------------------------------------------------------
@@ -450,7 +483,8 @@ class _Fit:
         validate = self.validation == "all" or (
             self.validation == "first" and self.state.step + 1 == self.first_step)
         try:
-            with pyro.validation_enabled(validate):
+            with pyro.validation_enabled(validate), torch.autocast(
+                    self.dev.type, dtype=torch.bfloat16, enabled=self.bf16):
                 if hasattr(loss, "loss_and_grads"):
                     value = float(loss.loss_and_grads(self.model_fn, self.guide_fn, **kwargs))
                 else:
@@ -463,6 +497,8 @@ class _Fit:
             if "found invalid values" not in str(e):
                 raise
             value = math.nan
+        if self.world is not None:  # sum gradients and losses over processes
+            value = ddp.all_reduce_grads_(self.params, [value])[0]
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = float(_total_norm(grads))
         if not (math.isfinite(value) and math.isfinite(norm)):
@@ -475,14 +511,15 @@ class _Fit:
         opt.step()
         if self.scheduler is not None and self.interval == "step":
             self.scheduler.step()
-        return value / self.batch_size
+        return value / self.global_batch
 
     def _nonfinite(self, value, norm) -> None:
         state = self.state
         state.nonfinite_streak += 1
         state.nonfinite_total += 1
         step = state.step + 1
-        log.warning("step %d: non-finite %s (loss %s, gradient norm %s); update skipped, "
+        warn = log.warning if self.main else log.debug
+        warn("step %d: non-finite %s (loss %s, gradient norm %s); update skipped, "
                     "%d in a row", step, "loss" if not math.isfinite(value) else "gradient",
                     value, norm, state.nonfinite_streak)
         if state.nonfinite_streak % self.patience == 0:
@@ -490,7 +527,7 @@ class _Fit:
                 group["lr"] *= self.lr_factor
             if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
                 self.scheduler.base_lrs = [b * self.lr_factor for b in self.scheduler.base_lrs]
-            log.warning("learning rate lowered to %g after %d non-finite steps in a row",
+            warn("learning rate lowered to %g after %d non-finite steps in a row",
                         self.opt.param_groups[0]["lr"], state.nonfinite_streak)
         if state.nonfinite_streak >= self.max_nonfinite:
             state.step += 1  # this batch is consumed
@@ -523,8 +560,9 @@ class _Fit:
         state = self.state
         with torch.no_grad():
             terms = elbo_terms(self.model.model, self.model.guide, kwargs)
+        b = next(iter(kwargs.values())).shape[0]  # this process's share of the batch
         rec = {"step": state.step, "epoch": state.epoch + 1, "loss": value,
-               **{k: v / self.batch_size for k, v in terms.items() if k != "loss"}}
+               **{k: v / b for k, v in terms.items() if k != "loss"}}
         rec.update(getattr(self.loss, "last_terms", None) or {})
         state.history.steps.append(rec)
         if bar is not None:
@@ -556,17 +594,37 @@ class _Fit:
             with torch.no_grad():
                 rec.update(self.validate())
         state.history.epochs.append(rec)
-        log.info("epoch %d/%d  %s  (%.1f s)", state.epoch, self.epochs, _fmt(rec),
-                 rec["seconds"])
+        if self.main:
+            log.info("epoch %d/%d  %s  (%.1f s)", state.epoch, self.epochs, _fmt(rec),
+                     rec["seconds"])
         for c in self.callbacks:
             c.on_epoch_end(state)
+        self._agree_on_stop()
         if state.epoch % self.checkpoint_every == 0:
             self.write_checkpoint()
 
+    def _agree_on_stop(self) -> None:
+        """A callback in any process may stop training; all processes must stop together."""
+        if self.world is not None and self.callbacks:
+            flag = torch.tensor([float(self.state.stop)], device=self.dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self.state.stop = bool(flag.item())
+
+    def _batch(self, i: int) -> dict:
+        """Step ``i`` of the epoch: this process's slice of the global batch. The whole global
+        batch is drawn (dynamic binarisation included) in every process from the shared data
+        generator, so W processes see exactly the data one process with batch W·b would."""
+        g = self.global_batch
+        batch = self.train.batch(self.order[i * g:(i + 1) * g], self.gen)
+        if self.world is None:
+            return batch
+        lo = self.world.rank * self.batch_size
+        return {k: v[lo:lo + self.batch_size] for k, v in batch.items()}
+
     def run(self) -> History:
-        state, train, bs = self.state, self.train, self.batch_size
+        state, train = self.state, self.train
         bar = None
-        if self.progress or self.progress is None:
+        if self.main and (self.progress or self.progress is None):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=state.step, unit="step",
@@ -581,8 +639,7 @@ class _Fit:
                     self.order = torch.randperm(len(train), generator=self.gen, device=self.dev)
                 t0 = time.perf_counter()
                 while state.batch_in_epoch < self.n_batches:
-                    i = state.batch_in_epoch
-                    batch = train.batch(self.order[i * bs:(i + 1) * bs], self.gen)
+                    batch = self._batch(state.batch_in_epoch)
                     kwargs = {k: batch[k] for k in self.names}
                     value = self.step(kwargs)
                     state.step += 1
@@ -597,6 +654,7 @@ class _Fit:
                         bar.update(1)
                     for c in self.callbacks:
                         c.on_step_end(state)
+                    self._agree_on_stop()
                     if state.stop or state.step >= self.total_steps:
                         break
                 if state.batch_in_epoch < self.n_batches:  # stopped mid-epoch
@@ -623,7 +681,8 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         log_every: int | None = None, progress: bool | None = None,
         clip_grad_norm: float | None = None, max_nonfinite: int = 10,
         nonfinite_patience: int = 3, nonfinite_lr_factor: float = 0.5,
-        validation: str = "first") -> History:
+        validation: str = "first", distributed: bool | None = None,
+        precision: str = "fp32") -> History:
     """Trains ``model`` (a model/guide pair) on ``data`` by stochastic variational inference.
 
     Every argument, the data against the model's likelihood, and the pairing of model and guide
@@ -664,6 +723,12 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         shapes, model/guide agreement) runs: on the ``"first"`` step of each call (its messages
         name a mistake at once; later steps run faster, and a NaN reaches the guard above
         instead of raising inside torch), on ``"all"`` steps, or ``"none"``.
+    :param distributed: data-parallel over a ``torch.distributed`` process group (see
+        :mod:`pyrovae.distributed`): ``None`` joins one when launched by ``torchrun``.
+        ``batch_size`` is then per process; rank 0 alone writes checkpoints and logs.
+    :param precision: ``"bf16"`` runs the step under ``torch.autocast`` in bfloat16 (networks
+        in bf16; pyrovae's models return their outputs in fp32, so log-densities and their sums
+        stay fp32), ``"fp32"`` does not.
     :returns: the :class:`History`; the model is trained in place and left in eval mode.
     """
     run = _Fit(model, data, loss, epochs=epochs, steps=steps, batch_size=batch_size,
@@ -674,6 +739,6 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
                keep_checkpoints=keep_checkpoints, resume=resume, log_every=log_every,
                progress=progress, clip_grad_norm=clip_grad_norm, max_nonfinite=max_nonfinite,
                nonfinite_patience=nonfinite_patience, nonfinite_lr_factor=nonfinite_lr_factor,
-               validation=validation)
+               validation=validation, distributed=distributed, precision=precision)
     run.setup()
     return run.run()

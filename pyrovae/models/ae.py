@@ -7,7 +7,7 @@ import torch
 from pyro.nn import pyro_method
 
 from .base import register_model
-from .vae import _Autoencoder
+from .vae import _Autoencoder, full_precision
 
 
 @register_model("ae")
@@ -33,7 +33,7 @@ class AE(_Autoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``(..., latent_dim)``."""
-        return self.encoder(x)
+        return full_precision(self.encoder(x))
 
     def _code(self, x):
         return self.encode(x)

@@ -72,6 +72,12 @@ def _one_of(value, options, name: str) -> None:
         raise ValueError(f"{name}: expected one of {sorted(options)}, got {value!r}")
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Network output in at least fp32: under a bf16 autocast the networks run in bf16, but
+    distribution parameters, log-densities and their sums over pixels stay in fp32."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 class _Autoencoder(PyroModule):
     """Networks and likelihood shared by :class:`VAE` and :class:`AE`."""
 
@@ -99,7 +105,7 @@ class _Autoencoder(PyroModule):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood parameters for codes ``z: (..., latent_dim)``."""
-        return self.decoder(z)
+        return full_precision(self.decoder(z))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +152,7 @@ class VAE(_Autoencoder):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z | x), each ``(..., latent_dim)``."""
-        return self.head(self.encoder(x))
+        return self.head(full_precision(self.encoder(x)))
 
     def _code(self, x):
         return self.encode(x)[0]
