@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 
 import torch
+
+_LIBC = None
+
+
+def trim_heap() -> None:
+    """Returns freed heap pages to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold after large blocks are freed, so later tensors of that size
+    come from the heap, whose freed middle pages stay resident: a loop over equal-size chunks
+    then grows its peak memory with the number of chunks although it holds only one at a time.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 def resolve_device(device) -> torch.device:

@@ -152,3 +152,24 @@ def test_argument_errors():
         metrics.log_likelihood(pair, X, 0)
     with pytest.raises(TypeError, match="callable 'model' and 'guide'"):
         metrics.log_likelihood(object(), X, 3)
+
+
+def test_particle_chunks_do_not_grow_with_k(monkeypatch):
+    from pyrovae.infer.particles import ParticleTracer
+
+    seen = []
+    real = ParticleTracer.traces
+
+    def record(self, kwargs, num_particles):
+        seen.append(num_particles)
+        return real(self, kwargs, num_particles)
+
+    monkeypatch.setattr(ParticleTracer, "traces", record)
+    pair = (conjugate_model, linear_guide(0.5, 0.0, 1.0))
+    largest = {}
+    for k in (500, 5000):
+        seen.clear()
+        metrics.log_likelihood(pair, X, k, max_elements=11 * 64)
+        assert sum(seen) == k
+        largest[k] = max(seen)
+    assert largest[500] == largest[5000] == 64  # one chunk of particles at a time

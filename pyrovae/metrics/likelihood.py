@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .._runtime import eval_mode, module_device, resolve_device, seeded
+from .._runtime import eval_mode, module_device, resolve_device, seeded, trim_heap
 from ..data import as_dataset
 from ..infer.particles import ParticleTracer
 from ..models.base import as_model, input_names
@@ -33,7 +33,8 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
       error of ``log_likelihood`` is about :math:`\sqrt{1/\mathrm{ESS} - 1/K}` (delta method).
 
     Particles are drawn in chunks of at most ``max_elements // (batch size * datum size)`` and
-    folded into running log-sum-exps, so peak memory does not grow with K.
+    folded into running log-sum-exps, so peak memory does not grow with K (on CPU the freed
+    heap is returned between chunks, see :func:`pyrovae._runtime.trim_heap`).
     Returns tensors of shape ``(N,)`` on the CPU. Batch norm runs in eval mode; ``seed`` fixes
     the draws without touching the caller's RNG state (``None``: use it as is).
     """
@@ -74,6 +75,9 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
                 total += lw.sum(0)
                 total2 += ((lw - shift) ** 2).sum(0)
                 done += p
+                if p < num_samples and dev.type == "cpu":
+                    del model_tr, guide_tr, lw
+                    trim_heap()  # keeps the peak that of one chunk, whatever K
             outs["log_likelihood"].append((lse - math.log(num_samples)).cpu())
             mean = total / num_samples
             var = (total2 / num_samples - (mean - shift) ** 2).clamp(min=0)
