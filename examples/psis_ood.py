@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
                 "auroc_nll", "auroc_recon"):
         v = result[key]
         print(f"{key}: {v:.4f}" if isinstance(v, float) else f"{key}: {v}")
-    return result
+    return {**result, "khat_in": k_in, "khat_out": k_out}
 
 
 if __name__ == "__main__":

@@ -8,13 +8,23 @@ pyplot (ArviZ draws into axes handed to it), written atomically and returned as 
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .inference_data import OBS, import_arviz
 from .plots import _save, _show_grid, as_images, image_grid
-from .psis import KHAT_BAD
+from .psis import KHAT_BAD, worst
+
+
+@contextmanager
+def _quiet():
+    """ArviZ 0.23's matplotlib backend calls an API matplotlib 3.11 deprecates."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Passing a dict or None as alias_mapping")
+        yield
 
 
 def _latent_var(idata, var):
@@ -68,17 +78,19 @@ def plot_posterior(idata, path, var: str | None = None, obs=None, components=Non
     if kind == "posterior":
         ncol = min(n, 4)
         nrow = math.ceil(n / ncol)
-        fig = Figure(figsize=(3.2 * ncol, 2.6 * nrow))
+        fig = Figure(figsize=(3.4 * ncol, 2.9 * nrow), layout="constrained")
         axes = np.array([fig.add_subplot(nrow, ncol, i + 1) for i in range(nrow * ncol)])
         for ax in axes[n:]:
             ax.axis("off")
-        az.plot_posterior(idata, var_names=[var], coords=coords, ax=axes[:n], show=False,
-                          **kwargs)
+        with _quiet():
+            az.plot_posterior(idata, var_names=[var], coords=coords, ax=axes[:n], show=False,
+                              textsize=kwargs.pop("textsize", 9), **kwargs)
     else:
         fig = Figure(figsize=(6, 1.0 + 0.35 * n * idata.posterior.sizes["chain"]))
         ax = fig.add_subplot(1, 1, 1)
-        az.plot_forest(idata, var_names=[var], coords=coords, combined=False, ax=ax,
-                       show=False, **kwargs)
+        with _quiet():
+            az.plot_forest(idata, var_names=[var], coords=coords, combined=False, ax=ax,
+                           show=False, **kwargs)
     return _save(fig, path)
 
 
@@ -97,7 +109,8 @@ def plot_khat(result, path, title: str = "Pareto k-hat per data point"):
                                                        -0.5))
     fig = Figure(figsize=(7, 3.4))
     ax = fig.add_subplot(1, 1, 1)
-    az.plot_khat(e, ax=ax, show_bins=True, show=False)
+    with _quiet():
+        az.plot_khat(e, ax=ax, show_bins=True, show=False)
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
     ax.set_title(title)
     return _save(fig, path)
@@ -137,7 +150,7 @@ def plot_worst_inputs(result, x, path, n: int = 16, ncol: int = 8):
     k = result["khat"].values
     if len(x) != len(k):
         raise ValueError(f"x: expected the {len(k)} inputs the result scores, got {len(x)}")
-    order = np.argsort(-np.where(np.isneginf(k), -np.inf, k), kind="stable")[:n]
+    order = worst(result, n)
     imgs = as_images(x[order] if hasattr(x, "shape") else np.asarray(x)[order])
     ncol = min(ncol, len(order))
     nrow = math.ceil(len(order) / ncol)
@@ -211,8 +224,9 @@ def plot_latent_map(idata, path, var: str | None = None, n_clouds: int = 6):
         sc = ax.scatter(means[:, 0], means[:, 1], s=6, c=labels, cmap="tab10")
         fig.colorbar(sc, ax=ax, label="label")
     for i in np.linspace(0, len(draws) - 1, min(n_clouds, len(draws))).astype(int):
-        cloud = proj(draws[i])
-        ax.scatter(cloud[:, 0], cloud[:, 1], s=2, alpha=0.25, color="k")
+        cloud = proj(draws[i, :150])  # up to 150 draws per cloud
+        ax.scatter(cloud[:, 0], cloud[:, 1], s=3, alpha=0.35, color="k", linewidths=0)
+        ax.scatter(*means[i], s=30, marker="x", color="k")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(f"posterior means of {var} (clouds: draws for {min(n_clouds, len(draws))} "
@@ -239,10 +253,13 @@ def plot_posterior_predictive(idata, path, obs=None, n_draws: int = 7, var: str 
     for o in obs:
         rows.append(observed.sel({OBS: o}).values[None])
         rows.append(draws.sel({OBS: o}).values[:n_draws])
-    imgs = np.concatenate(rows).astype(float)
-    fig = Figure(figsize=(1.0 * (n_draws + 1) + 0.4, 1.0 * len(obs) + 0.6))
-    _show_grid(fig.add_subplot(1, 1, 1), image_grid(imgs, ncol=n_draws + 1),
-               "observed (left) and posterior-predictive draws")
+    observed_imgs = np.concatenate(rows[0::2]).astype(float)
+    draw_imgs = np.concatenate(rows[1::2]).astype(float)
+    fig = Figure(figsize=(1.0 * (n_draws + 1) + 0.8, 1.0 * len(obs) + 0.6))
+    grid = fig.add_gridspec(1, 2, width_ratios=[1, n_draws], wspace=0.05)
+    _show_grid(fig.add_subplot(grid[0, 0]), image_grid(observed_imgs, ncol=1), "observed")
+    _show_grid(fig.add_subplot(grid[0, 1]), image_grid(draw_imgs, ncol=n_draws),
+               "posterior-predictive draws")
     return _save(fig, path)
 
 

@@ -202,6 +202,14 @@ def psis_diagnostics(model, data, num_samples: int = 1000, *, tol: float = 1e-4,
     return psis(r["log_weight"], r["log_likelihood"], labels=ds.y, tol=tol)
 
 
+def worst(result, n: int = 16) -> np.ndarray:
+    """Positions of the ``n`` data points with the largest k-hat, worst first (ties keep data
+    order; exact fits, k-hat = -inf, come last)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    return np.argsort(-result["khat"].values, kind="stable")[:n]
+
+
 def summary(result) -> dict:
     """Headline figures of a :func:`psis` result: how many data points the guide fits."""
     k = result["khat"].values
