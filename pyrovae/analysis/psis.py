@@ -133,6 +133,11 @@ def psis(log_weights, log_likelihood=None, *, labels=None, obs=None, tol: float 
 
     Attributes: ``num_samples``, ``good_k`` (:func:`good_khat`) and ``frac_khat_gt_0.7``.
 
+    For a model with global latents :math:`\theta`, the ``log_weight`` of ``to_inference_data``
+    is conditional on each draw's :math:`\theta \sim q(\theta)`: :math:`\hat k_i` then diagnoses
+    :math:`q(z \mid x_i, \theta)`, and ``log_px_*`` estimate
+    :math:`\log \mathbb E_{q(\theta)}[p(x_i \mid \theta)]`.
+
     Log weights that span less than ``tol * max(1, |mean|)`` nats are constant to rounding
     error (an exact guide: :math:`w = p(x)` for every draw): there is no tail to fit, so
     :math:`\hat k_i = -\infty` and no smoothing is applied (a Pareto fit to float32 round-off,
