@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--latent-dim", type=int, default=50, help="50: Burda et al.'s VAE")
     p.add_argument("--hidden", default="200,200", help="MLP widths, comma-separated")
     p.add_argument("--train-size", type=int, default=None,
                    help="train on the first N images of the trained classes only")

@@ -2,6 +2,7 @@
 chains from several runs, coordinates, netCDF round trips."""
 
 import math
+import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -139,6 +140,10 @@ def test_coords_dims_and_netcdf_round_trip(problem, tmp_path):
     az = analysis.import_arviz()
     table = az.summary(back, var_names=["z"], coords={"obs": [100, 101]})
     assert len(table) == 6 and {"mean", "sd", "r_hat"} <= set(table.columns)
+    with warnings.catch_warnings():  # ArviZ warns of large Pareto k (draws are per data point)
+        warnings.simplefilter("ignore", UserWarning)
+        loo = az.loo(back, pointwise=True)
+    assert loo["loo_i"].dims == ("obs",) and loo["n_data_points"] == 10
 
 
 @pytest.mark.parametrize("kwargs, message", [
