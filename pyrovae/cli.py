@@ -1,10 +1,12 @@
-"""Command line: ``pyrovae train | evaluate | sample | list``.
+"""Command line: ``pyrovae train | evaluate | sample | analyze | compare | list``.
 
     pyrovae train --model vae --data digits --epochs 50 --out runs/vae-digits
     pyrovae train --model mypackage.models:MyVAE --set latent_dim=8 --data mnist:~/mnist \
         --out runs/my
     pyrovae evaluate runs/vae-digits --num-samples 5000
     pyrovae sample runs/vae-digits --n 64
+    pyrovae analyze runs/vae-digits --num-points 500
+    pyrovae compare runs/vae-digits runs/iwae-digits
 """
 
 from __future__ import annotations
@@ -108,6 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="PNG path (default RUN/samples.png)")
 
+    a = sub.add_parser("analyze", help="posterior analysis of a run: ArviZ netCDF, per-data-"
+                                       "point PSIS k-hat, figures, written to the run folder")
+    a.add_argument("run", help="run folder")
+    a.add_argument("--num-points", type=_positive_int, default=500,
+                   help="data points of the split to analyse (the first N)")
+    a.add_argument("--num-samples", type=_positive_int, default=1000,
+                   help="guide draws S per data point for PSIS")
+    a.add_argument("--draws", type=_positive_int, default=100,
+                   help="guide draws per data point stored in inference_data.nc")
+    a.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="cpu")
+
+    c = sub.add_parser("compare", help="compare runs by held-out log-likelihood (ArviZ's "
+                                       "compare table: elpd, standard errors, differences)")
+    c.add_argument("runs", nargs="+", help="run folders trained on the same data")
+    c.add_argument("--num-points", type=_positive_int, default=None,
+                   help="score the first N points of the split (default all)")
+    c.add_argument("--num-samples", type=_positive_int, default=1000)
+    c.add_argument("--estimator", default="psis", choices=("psis", "is"),
+                   help="log p(x) per point: Pareto-smoothed or plain importance sampling")
+    c.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--out", default=None, help="CSV file for the table")
+
     sub.add_parser("list", help="registered models, losses, likelihoods and data sources")
     return p
 
@@ -159,6 +186,22 @@ def main(argv=None) -> int:
             _print_metrics({args.split: r})
         elif args.command == "sample":
             print(runs.sample_run(args.run, n=args.n, seed=args.seed, out=args.out))
+        elif args.command == "analyze":
+            from .analysis import report
+
+            r = report.analyze_run(args.run, num_points=args.num_points,
+                                   num_samples=args.num_samples, draws=args.draws,
+                                   split=args.split, seed=args.seed, device=args.device)
+            print(report.format_summary(r))
+            print(f"wrote {', '.join(r['files'])} in {args.run}")
+        elif args.command == "compare":
+            from .analysis import report
+
+            table = report.compare_runs(args.runs, num_points=args.num_points,
+                                        num_samples=args.num_samples, split=args.split,
+                                        estimator=args.estimator, device=args.device,
+                                        out=args.out)
+            print(table.to_string())
         elif args.command == "list":
             from . import data, infer, likelihoods, models
             from .models.base import _import_all_models

@@ -57,3 +57,15 @@ def test_mnist_nll_script_reports_both_models(capsys):
     assert v["nll_diff"] == pytest.approx(v["nll_pyrovae"] - v["nll_torch"], abs=2e-3)
     for k in ("nll_pyrovae", "nll_torch"):  # both learn: better than fair coins on 64 pixels
         assert 0 < v[k] < 64 * 0.6932
+
+
+def test_psis_linear_gaussian_script_recovers_the_known_tail_shapes(capsys):
+    import psis_linear_gaussian
+
+    r = psis_linear_gaussian.main(["--n", "60", "--num-samples", "400"])
+    v = _values(capsys.readouterr().out)
+    assert v["khat_median_c0_4"] == pytest.approx(r["khat_median_c0_4"], abs=1e-4)
+    assert v["max_abs_z_mean"] < 4.5  # 180 standard-normal z-scores
+    assert v["frac_khat_lt_0_5_c1_5"] == 1.0  # bounded weights
+    assert v["khat_median_c0_4"] > 0.7  # k = 1 - 0.4^2 = 0.84
+    assert abs(v["log_px_error_c1"]) < 1e-3  # exact guide: every weight is p(x)

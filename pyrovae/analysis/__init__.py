@@ -1,9 +1,30 @@
-"""Posterior analysis: ArviZ export, generic reconstructions and samples, figures."""
+"""Posterior analysis: ArviZ export, per-data-point PSIS diagnostics, model comparison,
+generic reconstructions and samples, figures."""
 
-from .inference_data import import_arviz, to_inference_data
+from .compare import compare, elpd
+from .inference_data import (
+    import_arviz,
+    load_inference_data,
+    save_inference_data,
+    to_inference_data,
+)
 from .plots import image_grid, plot_history, plot_latent, plot_reconstructions, plot_samples
+from .posterior_plots import (
+    plot_khat,
+    plot_khat_distributions,
+    plot_khat_vs_recon,
+    plot_latent_map,
+    plot_posterior,
+    plot_posterior_predictive,
+    plot_worst_inputs,
+)
 from .predictive import latent_means, prior_predictive_mean, reconstruct
+from .psis import good_khat, importance_log_weights, psis, psis_diagnostics
 
-__all__ = ["image_grid", "import_arviz", "latent_means", "plot_history", "plot_latent",
-           "plot_reconstructions", "plot_samples", "prior_predictive_mean", "reconstruct",
-           "to_inference_data"]
+__all__ = ["compare", "elpd", "good_khat", "image_grid", "import_arviz",
+           "importance_log_weights", "latent_means", "load_inference_data", "plot_history",
+           "plot_khat",
+           "plot_khat_distributions", "plot_khat_vs_recon", "plot_latent", "plot_latent_map",
+           "plot_posterior", "plot_posterior_predictive", "plot_reconstructions",
+           "plot_samples", "plot_worst_inputs", "prior_predictive_mean", "psis",
+           "psis_diagnostics", "reconstruct", "save_inference_data", "to_inference_data"]

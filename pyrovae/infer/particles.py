@@ -8,7 +8,11 @@ importance weights :math:`\\log w = \\log p(x, z) - \\log q(z \\mid x)` used by
 
 The data plate is the plate of size ``B`` that holds the observation (the one named ``"data"``
 when several qualify, or the one given). Per-data-point estimates need every latent site inside
-it; a global latent site makes log p(x_i) non-separable and is refused with its name.
+it; a global latent site makes log p(x_i) non-separable and is refused with its name, unless
+``global_latents=True``: then global sites (theta) are kept apart, :meth:`log_weights` gives the
+local weights :math:`\\log p(x_i, z_i \\mid \\theta) - \\log q(z_i \\mid x_i, \\theta)` given each
+particle's theta, and :meth:`global_log_weights` the remaining
+:math:`\\log p(\\theta) - \\log q(\\theta)` per particle.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ class SiteInfo:
 class ParticleTracer:
     """Structure of a model/guide pair learnt from one un-vectorised run on ``kwargs``.
 
-    ``plate`` names the data plate when the automatic choice is ambiguous.
+    ``plate`` names the data plate when the automatic choice is ambiguous. ``global_latents``
+    keeps latent sites outside the data plate (listed in ``global_latent``) instead of refusing
+    them.
     """
 
-    def __init__(self, model, guide, kwargs: dict, batch_size: int, plate: str | None = None):
+    def __init__(self, model, guide, kwargs: dict, batch_size: int, plate: str | None = None,
+                 *, global_latents: bool = False):
         self.model, self.guide = model, guide
         with poutine.block():
             guide_tr = poutine.trace(guide).get_trace(**kwargs)
@@ -86,12 +93,18 @@ class ParticleTracer:
         self.plate = candidates[0].name
         self.plate_dim = candidates[0].dim
         pairs = [(i, guide_tr) for i in self.latent] + [(i, model_tr) for i in self.observed]
+        self.global_latent = []
         for info, tr in pairs:
             if self.plate not in [f.name for f in tr.nodes[info.name]["cond_indep_stack"]]:
+                if global_latents and not info.observed:
+                    self.global_latent.append(info)
+                    continue
                 raise ValueError(
                     f"site {info.name!r} is outside the data plate {self.plate!r}: it is a "
                     f"global variable, so log p(x_i) does not factorise over data points"
                 )
+        self.global_names = {s.name for s in self.global_latent}
+        self.latent = [s for s in self.latent if s.name not in self.global_names]
         self.latent_names = [s.name for s in self.latent]
 
     def traces(self, kwargs: dict, num_particles: int):
@@ -122,14 +135,31 @@ class ParticleTracer:
         return lp.expand(num_particles, batch_size)
 
     def log_weights(self, model_tr, guide_tr, num_particles: int, batch_size: int):
-        """``(P, B)`` log importance weights ``log p(x, z) - log q(z | x)``."""
+        """``(P, B)`` log importance weights ``log p(x, z) - log q(z | x)`` (given each
+        particle's global latents, when there are any)."""
         total = 0.0
-        for site in model_tr.nodes.values():
-            if site["type"] == "sample":
+        for name, site in model_tr.nodes.items():
+            if site["type"] == "sample" and name not in self.global_names:
                 total = total + self.per_datum(site["log_prob"], num_particles, batch_size)
-        for site in guide_tr.nodes.values():
-            if site["type"] == "sample" and not site["is_observed"]:
+        for name, site in guide_tr.nodes.items():
+            if site["type"] == "sample" and not site["is_observed"] \
+                    and name not in self.global_names:
                 total = total - self.per_datum(site["log_prob"], num_particles, batch_size)
         if not torch.is_tensor(total):
             total = torch.zeros(num_particles, batch_size)
+        return total
+
+    def global_log_weights(self, model_tr, guide_tr, num_particles: int) -> torch.Tensor:
+        """``(P,)`` log weights of the global latents, ``log p(theta) - log q(theta)``
+        (zeros when there are none)."""
+        total = torch.zeros(num_particles)
+        for name in self.global_names:
+            for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
+                if name not in tr.nodes:
+                    continue
+                lp = tr.nodes[name]["log_prob"]
+                n = self.max_plate_nesting + 1
+                lp = lp.reshape((1,) * (n - lp.dim()) + tuple(lp.shape))  # (P?, plates...)
+                lp = lp.sum(tuple(range(1, n))).expand(num_particles)
+                total = total.to(lp.device) + sign * lp
         return total
