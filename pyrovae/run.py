@@ -144,11 +144,7 @@ def write_inference_data(model, splits, out: Path, num_points: int = 200, num_dr
     test = splits.test
     sub = test.subset(torch.arange(min(num_points, len(test))))
     idata = analysis.to_inference_data(model, sub, num_draws, seed=seed)
-    path = out / INFERENCE_DATA
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    idata.to_netcdf(str(tmp))
-    os.replace(tmp, path)
-    return path
+    return analysis.save_inference_data(idata, out / INFERENCE_DATA)
 
 
 def _check_int(value, name, minimum=1):

@@ -125,3 +125,19 @@ class Mixture(PyroModule):
             pyro.sample("mu", dist.Normal(self.m, 0.1).to_event(1))
         with pyro.plate("data", x.shape[0]):
             pyro.sample("u", dist.Normal(0.0, 1.0))
+
+
+class Forgetful(PyroModule):
+    """Calls its network from model/guide methods not decorated with pyro_method, so Pyro
+    records no param sites (a common mistake fit refuses)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(1, 1)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(self.lin(x[:, None])[:, 0], 1.0), obs=x)
+
+    def guide(self, x):
+        pass

@@ -22,6 +22,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _models import Forgetful
 from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.util import site_is_subsample
 
@@ -67,21 +68,6 @@ class NeedsSiteW(pyro.infer.Trace_ELBO):
             latent = sorted(n for n, s in guide_trace.nodes.items() if s["type"] == "sample"
                             and not site_is_subsample(s))
             raise ValueError(f"loss: needs a latent site 'w'; the guide has {latent}")
-
-
-class Forgetful(PyroModule):
-    """model/guide without pyro_method: Pyro records no param sites."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(1, 1)
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(self.lin(x[:, None])[:, 0], 1.0), obs=x)
-
-    def guide(self, x):
-        pass
 
 
 def _saved_vae(tmp_path, config=SMALL):

@@ -4,6 +4,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _models import Forgetful
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, pyro_method
@@ -199,21 +200,6 @@ def test_progress_bar_shows_the_loss_terms(capsys):
     fit(VAE(SMALL), _digits(), epochs=1, batch_size=64, progress=True)
     err = capsys.readouterr().err
     assert "loss=" in err and "recon=" in err and "kl=" in err
-
-
-class Forgetful(PyroModule):
-    """Calls its networks from methods not decorated with pyro_method: no param sites."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(1, 1)
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("x", dist.Normal(self.lin(x[:, None])[:, 0], 1.0), obs=x)
-
-    def guide(self, x):
-        pass
 
 
 @pytest.mark.parametrize("kwargs, data, error, message", [

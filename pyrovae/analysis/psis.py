@@ -27,10 +27,8 @@ import math
 import numpy as np
 import torch
 
-from .._runtime import eval_mode, module_device, resolve_device, seeded
 from ..data import as_dataset
-from ..infer.particles import ParticleTracer
-from ..models.base import as_model, input_names
+from ..metrics.likelihood import log_weight_chunks
 from .inference_data import OBS, import_arviz
 
 KHAT_BAD = 0.7  # Vehtari et al. (2024), §3.2.4: above this no S makes the estimate reliable
@@ -55,35 +53,18 @@ def importance_log_weights(model, data, num_samples: int = 1000, *, batch_size: 
     with the same ``seed`` and ``batch_size`` the draws are those of
     :func:`pyrovae.metrics.importance_sampling`.
     """
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
-                        ("max_elements", max_elements)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    model = as_model(model)
-    dev = resolve_device(device) if device is not None else module_device(model)
-    ds = as_dataset(data).frozen(0 if seed is None else seed).to(dev)
-    datum = max(1, ds.x[0].numel())
-    lws, lls = [], []
-    tracer = None
-    with eval_mode(model), seeded(seed, dev), torch.no_grad():
-        for batch in ds.batches(batch_size):
-            b = batch["x"].shape[0]
-            kwargs = {k: batch[k] for k in input_names(model, batch)}
-            if tracer is None:
-                tracer = ParticleTracer(model.model, model.guide, kwargs, b, plate)
-            chunk = max(1, min(num_samples, max_elements // (b * datum)))
-            lw_b, ll_b, done = [], [], 0
-            while done < num_samples:
-                p = min(chunk, num_samples - done)
-                model_tr, guide_tr = tracer.traces(kwargs, p)
-                lw_b.append(tracer.log_weights(model_tr, guide_tr, p, b).cpu())  # (p, b)
-                ll = sum(tracer.per_datum(model_tr.nodes[i.name]["log_prob"], p, b)
-                         for i in tracer.observed)
-                ll_b.append(ll.cpu())  # (p, b)
-                done += p
-            lws.append(torch.cat(lw_b).T)  # (b, S)
-            lls.append(torch.cat(ll_b).T)
-    return {"log_weight": torch.cat(lws), "log_likelihood": torch.cat(lls)}
+    lws, lls, cur = [], [], None
+    for i, _, lw, ll in log_weight_chunks(model, data, num_samples, batch_size=batch_size,
+                                          max_elements=max_elements, device=device, seed=seed,
+                                          plate=plate, with_log_likelihood=True):
+        if i != cur:
+            lws.append([])
+            lls.append([])
+            cur = i
+        lws[-1].append(lw.cpu())  # (p, b)
+        lls[-1].append(ll.cpu())
+    return {"log_weight": torch.cat([torch.cat(c).T for c in lws]),  # (N, S)
+            "log_likelihood": torch.cat([torch.cat(c).T for c in lls])}
 
 
 def _as_numpy(a, name) -> np.ndarray:

@@ -17,6 +17,52 @@ def _check_positive_int(value, name):
         raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
+def log_weight_chunks(model, data, num_samples: int, *, batch_size: int = 100,
+                      max_elements: int = 2**22, device=None, seed: int | None = 0,
+                      plate: str | None = None, with_log_likelihood: bool = False):
+    r"""The importance-sampling loop shared by the estimators: yields ``(batch, b, lw, ll)``
+    per chunk of particles, where ``batch`` numbers the data batch, ``b`` is its size,
+    ``lw: (p, b)`` holds :math:`\log p(x, z) - \log q(z \mid x)` for the chunk's ``p``
+    particles and ``ll: (p, b)`` holds :math:`\log p(x \mid z)` over observed sites (``None``
+    unless ``with_log_likelihood``). The ``num_samples`` particles of a batch come in chunks of
+    at most ``max_elements // (b * datum size)``; on CPU the freed heap is returned between
+    chunks (:func:`pyrovae._runtime.trim_heap`), so peak memory is that of one chunk.
+    Batch norm runs in eval mode; ``seed`` fixes the draws without touching the caller's RNG
+    state (``None``: use it as is).
+    """
+    _check_positive_int(num_samples, "num_samples")
+    _check_positive_int(batch_size, "batch_size")
+    _check_positive_int(max_elements, "max_elements")
+    model = as_model(model)
+    dev = resolve_device(device) if device is not None else module_device(model)
+    ds = as_dataset(data).frozen(0 if seed is None else seed).to(dev)
+    check = getattr(model, "check_data", None)
+    if check is not None:
+        check(ds.x, "data")
+    datum = max(1, ds.x[0].numel())
+    tracer = None
+    with eval_mode(model), seeded(seed, dev), torch.no_grad():
+        for i, batch in enumerate(ds.batches(batch_size)):
+            b = batch["x"].shape[0]
+            kwargs = {k: batch[k] for k in input_names(model, batch)}
+            if tracer is None:
+                tracer = ParticleTracer(model.model, model.guide, kwargs, b, plate)
+            chunk = max(1, min(num_samples, max_elements // (b * datum)))
+            done = 0
+            while done < num_samples:
+                p = min(chunk, num_samples - done)
+                model_tr, guide_tr = tracer.traces(kwargs, p)
+                lw = tracer.log_weights(model_tr, guide_tr, p, b)
+                ll = sum(tracer.per_datum(model_tr.nodes[o.name]["log_prob"], p, b)
+                         for o in tracer.observed) if with_log_likelihood else None
+                del model_tr, guide_tr
+                yield i, b, lw, ll
+                done += p
+                if p < num_samples and dev.type == "cpu":
+                    del lw, ll
+                    trim_heap()  # keeps the peak that of one chunk, whatever K
+
+
 def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int = 100,
                         max_elements: int = 2**22, device=None, seed: int | None = 0,
                         plate: str | None = None) -> dict[str, torch.Tensor]:
@@ -32,60 +78,38 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
     - ``ess``: the effective sample size :math:`(\sum_k w_k)^2 / \sum_k w_k^2`; the standard
       error of ``log_likelihood`` is about :math:`\sqrt{1/\mathrm{ESS} - 1/K}` (delta method).
 
-    Particles are drawn in chunks of at most ``max_elements // (batch size * datum size)`` and
-    folded into running log-sum-exps, so peak memory does not grow with K (on CPU the freed
-    heap is returned between chunks, see :func:`pyrovae._runtime.trim_heap`).
-    Returns tensors of shape ``(N,)`` on the CPU. Batch norm runs in eval mode; ``seed`` fixes
-    the draws without touching the caller's RNG state (``None``: use it as is).
+    Chunks of particles (:func:`log_weight_chunks`) are folded into running log-sum-exps and
+    moments, so peak memory does not grow with K. Returns tensors of shape ``(N,)`` on the CPU.
     """
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(max_elements, "max_elements")
-    model = as_model(model)
-    dev = resolve_device(device) if device is not None else module_device(model)
-    ds = as_dataset(data).frozen(0 if seed is None else seed).to(dev)
-    check = getattr(model, "check_data", None)
-    if check is not None:
-        check(ds.x, "data")
-    datum = max(1, ds.x[0].numel())
     outs = {"log_likelihood": [], "elbo": [], "elbo_se": [], "ess": []}
-    tracer = None
-    with eval_mode(model), seeded(seed, dev), torch.no_grad():
-        for batch in ds.batches(batch_size):
-            b = batch["x"].shape[0]
-            names = input_names(model, batch)
-            kwargs = {k: batch[k] for k in names}
-            if tracer is None:
-                tracer = ParticleTracer(model.model, model.guide, kwargs, b, plate)
-            chunk = max(1, min(num_samples, max_elements // (b * datum)))
-            lse = torch.full((b,), -math.inf, device=dev)  # log sum_k w_k
-            lse2 = torch.full((b,), -math.inf, device=dev)  # log sum_k w_k^2
-            total = torch.zeros(b, device=dev)  # sum_k log w_k
-            total2 = torch.zeros(b, device=dev)  # sum_k (log w_k - shift)^2
-            shift = None  # first chunk's mean, for a numerically stable variance
-            done = 0
-            while done < num_samples:
-                p = min(chunk, num_samples - done)
-                model_tr, guide_tr = tracer.traces(kwargs, p)
-                lw = tracer.log_weights(model_tr, guide_tr, p, b)  # (p, b)
-                lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
-                lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
-                if shift is None:
-                    shift = lw.mean(0)
-                total += lw.sum(0)
-                total2 += ((lw - shift) ** 2).sum(0)
-                done += p
-                if p < num_samples and dev.type == "cpu":
-                    del model_tr, guide_tr, lw
-                    trim_heap()  # keeps the peak that of one chunk, whatever K
-            outs["log_likelihood"].append((lse - math.log(num_samples)).cpu())
-            mean = total / num_samples
-            var = (total2 / num_samples - (mean - shift) ** 2).clamp(min=0)
-            if num_samples > 1:
-                var = var * num_samples / (num_samples - 1)
-            outs["elbo"].append(mean.cpu())
-            outs["elbo_se"].append((var / num_samples).sqrt().cpu())
-            outs["ess"].append(torch.exp(2 * lse - lse2).cpu())
+
+    def finish(lse, lse2, total, total2, shift):
+        outs["log_likelihood"].append((lse - math.log(num_samples)).cpu())
+        mean = total / num_samples
+        var = (total2 / num_samples - (mean - shift) ** 2).clamp(min=0)
+        if num_samples > 1:
+            var = var * num_samples / (num_samples - 1)
+        outs["elbo"].append(mean.cpu())
+        outs["elbo_se"].append((var / num_samples).sqrt().cpu())
+        outs["ess"].append(torch.exp(2 * lse - lse2).cpu())
+
+    current, acc = None, None
+    for i, b, lw, _ in log_weight_chunks(model, data, num_samples, batch_size=batch_size,
+                                         max_elements=max_elements, device=device, seed=seed,
+                                         plate=plate):
+        if i != current:
+            if acc is not None:
+                finish(*acc)
+            current = i
+            neg_inf = torch.full((b,), -math.inf, device=lw.device)
+            # log sum w, log sum w^2, sum log w, sum (log w - shift)^2, shift (a stable variance)
+            acc = [neg_inf, neg_inf.clone(), torch.zeros(b, device=lw.device),
+                   torch.zeros(b, device=lw.device), lw.mean(0)]
+        acc[0] = torch.logaddexp(acc[0], torch.logsumexp(lw, 0))
+        acc[1] = torch.logaddexp(acc[1], torch.logsumexp(2 * lw, 0))
+        acc[2] = acc[2] + lw.sum(0)
+        acc[3] = acc[3] + ((lw - acc[4]) ** 2).sum(0)
+    finish(*acc)
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
