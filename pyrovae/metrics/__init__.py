@@ -1,5 +1,7 @@
 """Evaluation metrics that work on any model/guide pair."""
 
+from .gradients import GradientMoments, gradient_variance
 from .likelihood import elbo, importance_sampling, log_likelihood, summary
 
-__all__ = ["elbo", "importance_sampling", "log_likelihood", "summary"]
+__all__ = ["GradientMoments", "elbo", "gradient_variance", "importance_sampling",
+           "log_likelihood", "summary"]
