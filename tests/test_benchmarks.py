@@ -57,3 +57,24 @@ def test_mnist_nll_script_reports_both_models(capsys):
     assert v["nll_diff"] == pytest.approx(v["nll_pyrovae"] - v["nll_torch"], abs=2e-3)
     for k in ("nll_pyrovae", "nll_torch"):  # both learn: better than fair coins on 64 pixels
         assert 0 < v[k] < 64 * 0.6932
+
+
+def test_gradient_variance_script_reports_ratios(capsys):
+    import gradient_variance
+
+    threads = torch.get_num_threads()
+    try:
+        r = gradient_variance.main(["--data", "digits", "--steps", "40", "--lr", "0.01",
+                                    "--draws", "10", "--baseline-steps", "5", "--test-size",
+                                    "50", "--num-samples", "5", "--latent-dims", "6", "3",
+                                    "--estimators", "score", "tracegraph_avg", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    v = _values(capsys.readouterr().out)
+    best = r["best"]
+    assert v[f"var_ratio_{best}"] == pytest.approx(1.0)
+    assert v["rb_baseline_factor"] == pytest.approx(r["variance"]["score"] /
+                                                    r["variance"][best], rel=1e-5)
+    assert v["rb_baseline_factor"] > 1  # the plain score function is the noisiest
+    for k in ("nll_score", "nll_tracegraph_avg"):
+        assert 0 < v[k] < 64 * 0.6932
