@@ -232,6 +232,32 @@ def test_concrete_elbo_relaxes_latents_only_and_is_pathwise():
     assert m.encoders[0].net[0].weight.grad is not None
 
 
+def test_concrete_elbo_is_trace_elbo_without_discrete_sites():
+    vae = pyrovae.VAE(input_shape=(4,), latent_dim=2, hidden=(3,), likelihood="gaussian")
+    x = torch.randn(5, 4)
+    out = []
+    for loss in (pyro.infer.Trace_ELBO(), TraceConcrete_ELBO(temperature=0.5)):
+        vae.zero_grad(set_to_none=True)
+        pyro.set_rng_seed(7)
+        out.append((loss.loss_and_grads(vae.model, vae.guide, x),
+                    [p.grad.clone() for p in vae.parameters()]))
+    assert out[0][0] == out[1][0]
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_init_prototypes_puts_each_component_on_a_data_point():
+    m = CategoricalVAE(input_shape=(3,), num_categories=4, likelihood="gaussian",
+                       likelihood_args={"scale": 1.0})
+    x = torch.randn(10, 3)
+    m.init_prototypes(x, torch.Generator().manual_seed(0))
+    centres = m.decode(torch.eye(4)).detach()  # (K, D): each component's mean
+    assert all(bool((x == c).all(1).any()) for c in centres)
+    assert len({tuple(c.tolist()) for c in centres}) == 4
+    with pytest.raises(ValueError, match="at least num_categories"):
+        m.init_prototypes(x[:2])
+
+
 def test_log_likelihood_of_the_categorical_vae_matches_the_exact_mixture(tiny_cat):
     m, x = tiny_cat
     x = x[:6]

@@ -302,3 +302,19 @@ def test_natural_gradient_with_a_plain_guide_and_softplus_scale(gauss_data):
                                atol=1e-6)
     torch.testing.assert_close(pyro.param("q_scale").detach().double(), post.scale,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_natural_gradient_on_an_autonormal_guide(gauss_data):
+    from pyro.infer.autoguide import AutoNormal
+
+    m = ConjugateGaussian(N, D, obs_scale=OBS)
+    guide = AutoNormal(m.model)
+    guide(gauss_data)  # creates locs.theta and scales.theta (softplus_positive)
+    pyrovae.fit((m.model, guide), gauss_data, m.analytic_loss, steps=1, batch_size=N,
+                optimizer=natural_gradient({"locs.theta": "scales.theta"}, 1.0, module=guide),
+                progress=False)
+    post = m.posterior(gauss_data)
+    torch.testing.assert_close(guide.locs.theta.detach().double(), post.loc, rtol=1e-5,
+                               atol=1e-6)
+    torch.testing.assert_close(guide.scales.theta.detach().double(), post.scale, rtol=1e-5,
+                               atol=1e-6)

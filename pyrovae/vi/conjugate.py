@@ -95,9 +95,14 @@ class ConjugateGaussian(PyroModule):
 
     @torch.no_grad()
     def kl_to_posterior(self, x: torch.Tensor) -> float:
-        """KL(q || p(theta | x)) of the current guide, in nats (0 at the exact posterior)."""
-        q = dist.Normal(self.loc.detach().double(), self.scale.detach().double())
-        return float(torch.distributions.kl_divergence(q, self.posterior(x)).sum())
+        r"""KL(q || p(theta | x)) of the current guide, in nats (0 at the exact posterior):
+        :math:`\sum_d \log\frac{s^*_d}{s_d} + \frac{s_d^2 + (m_d - \mu^*_d)^2}{2 s_d^{*2}}
+        - \frac12`; ``inf`` once a diverging optimiser has left the family."""
+        post = self.posterior(x)
+        m, s = self.loc.detach().double(), self.scale.detach().double()
+        kl = (torch.log(post.scale / s) + (s**2 + (m - post.loc) ** 2) / (2 * post.scale**2)
+              - 0.5).sum()
+        return float(kl) if bool(torch.isfinite(kl)) else float("inf")
 
     def log_evidence(self, x: torch.Tensor) -> float:
         """log p(x): the ELBO at the exact posterior, where the bound is tight."""
@@ -131,6 +136,10 @@ class ConjugateGaussian(PyroModule):
         with poutine.block():
             tr = poutine.trace(guide_fn).get_trace(x=x, index=index)
         fn = tr.nodes["theta"]["fn"]
+        if isinstance(fn, dist.Delta) and "theta_unconstrained" in tr.nodes:
+            # an autoguide (AutoNormal): a Normal on the unconstrained value, and theta is
+            # real-valued, so the transform is the identity
+            fn = tr.nodes["theta_unconstrained"]["fn"]
         base = fn.base_dist if isinstance(fn, dist.Independent) else fn
         if not isinstance(base, torch.distributions.Normal):
             raise TypeError(f"guide: analytic_loss needs a Normal at site 'theta', got "

@@ -11,8 +11,8 @@ of Khan and Rue's 2023 Bayesian learning rule; the variational online Newton ste
 al. 2018):
 
 .. math::
-    S \leftarrow S - 2\rho\,\nabla_{\sigma^2}\mathcal L,\qquad
-    \mu \leftarrow \mu + \rho\, S^{-1} \nabla_\mu \mathcal L .
+    S' = S - 2\rho\,\nabla_{\sigma^2}\mathcal L,\qquad
+    \mu' = \mu + \rho\, S'^{-1} \nabla_\mu \mathcal L .
 
 For a Gaussian posterior (a conjugate Gaussian model) :math:`\nabla_{\sigma^2}\mathcal L =
 \tfrac12(S - \Lambda)` and :math:`\nabla_\mu\mathcal L = -\Lambda(\mu - \mu^*)`, so one step
@@ -23,8 +23,8 @@ mini-batch) gradients and steps :math:`\rho_t` with :math:`\sum\rho_t = \infty`,
 Monro 1951).
 
 A large or noisy step can make :math:`S` non-positive; there the improved rule of Lin, Schmidt
-and Khan (2020) for Gaussians adds :math:`\tfrac{\rho^2}2 \hat G S^{-1} \hat G` (with :math:`\hat G =
--2\nabla_{\sigma^2}\mathcal L`), which keeps :math:`S` positive for any step.
+and Khan (2020) for Gaussians adds :math:`\tfrac{\rho^2}2 \hat G S^{-1} \hat G` (with
+:math:`\hat G = -2\nabla_{\sigma^2}\mathcal L`), which keeps :math:`S` positive for any step.
 
 The optimiser reads the gradients Pyro's ELBOs leave on the *unconstrained* parameters
 (:math:`\mu` and :math:`u` with :math:`\sigma = h(u)`, :math:`h` = exp or softplus) and
@@ -42,7 +42,8 @@ from pyro.distributions import constraints
 from torch.distributions import biject_to
 
 CORRECTIONS = ("auto", "iblr", "none")
-_NAMED = {"exp": torch.distributions.ExpTransform, "softplus": torch.distributions.SoftplusTransform}
+_NAMED = {"exp": torch.distributions.ExpTransform,
+          "softplus": torch.distributions.SoftplusTransform}
 
 
 def _as_transform(t, where: str) -> torch.distributions.Transform:
