@@ -17,8 +17,10 @@ Gregor 2014) on dynamically binarised MNIST; ``--model categorical`` runs the on
    test NLL is -L_K on ``--test-size`` test images (binarised once).
 2. Variance: at the parameters the reference run (TraceGraph_ELBO with both baselines) reached,
    each estimator's gradient of the guide's (encoder's) parameters is drawn ``--draws`` times on
-   one fixed batch; baselines are first adapted to that point (the running average by warm-up
-   draws, the neural baseline by ``--baseline-steps`` steps on its own loss). Variances are
+   one fixed batch, its rows shuffled per draw (Pyro's running-average baseline is kept per
+   batch position, so on an unshuffled fixed batch it would turn into a per-datum oracle);
+   baselines are first adapted to that point (the running average by warm-up draws, the
+   neural baseline by ``--baseline-steps`` steps on its own loss). Variances are
    reported relative to the TraceGraph_ELBO variant with the lowest one (the best baseline).
 
 3. Unbiasedness (categorical model, where ``enum`` gives the exact gradient): for each
@@ -164,7 +166,8 @@ def main(argv=None):
         adapt_baselines(model, loss, train, args, gen)
         r = gradient_variance(model, fixed, loss, num_draws=args.draws,
                               params=encoder_names(model),
-                              warmup=50 if "average" in baseline else 0, seed=args.seed)
+                              warmup=50 if "average" in baseline else 0, shuffle=True,
+                              seed=args.seed)
         var[name] = r.total_variance()
         moments[name] = r
         print(f"  variance {name:18s} {var[name]:.4g}", flush=True)

@@ -75,3 +75,18 @@ def test_bad_arguments_are_named():
         gradient_variance((_model, _guide), {"y": torch.tensor(X)})
     with pytest.raises(TypeError, match="loss"):
         gradient_variance((_model, _guide), {"x": torch.tensor(X)}, loss=3)
+
+
+def test_shuffling_rows_leaves_a_sum_over_data_unchanged():
+    from pyrovae.vi import ConjugateGaussian
+
+    m = ConjugateGaussian(12, 3, init_scale=0.5)
+    idx = torch.arange(4, 10)
+    batch = {"x": torch.randn(6, 3), "index": idx}
+    m.zero_grad(set_to_none=True)
+    m.analytic_loss(m.model, m.guide, **batch).backward()
+    exact = {n: p.grad.double() for n, p in m.named_parameters()}
+    r = gradient_variance(m, batch, m.analytic_loss, num_draws=5, shuffle=True)
+    for n in exact:
+        torch.testing.assert_close(r.mean[n], exact[n], rtol=1e-5, atol=1e-6)
+        assert float(r.variance[n].max()) < 1e-10  # the order of the rows does not matter

@@ -81,7 +81,8 @@ def _named_params(model, model_fn, guide_fn, kwargs) -> dict[str, torch.Tensor]:
 
 def gradient_variance(model, data, loss=None, num_draws: int = 100, *,
                       params: Iterable[str] | str | Callable[[str], bool] | None = None,
-                      warmup: int = 0, seed: int | None = 0, device=None) -> GradientMoments:
+                      warmup: int = 0, shuffle: bool = False, seed: int | None = 0,
+                      device=None) -> GradientMoments:
     r"""Mean and variance of the gradient estimates ``loss`` makes for ``model`` on ``data``.
 
     Each draw zeroes the gradients, calls ``loss.loss_and_grads(model.model, model.guide,
@@ -102,6 +103,11 @@ def gradient_variance(model, data, loss=None, num_draws: int = 100, *,
         ``model.named_parameters()``, and ``pyro.param`` names), or a predicate on names.
     :param warmup: draws made and discarded first, so that a stateful estimator (the decaying
         average baseline of :class:`~pyro.infer.TraceGraph_ELBO`) settles.
+    :param shuffle: permute the batch's rows before each draw. The gradient of a sum over
+        data points does not depend on their order, but Pyro's decaying-average baseline keeps
+        one running average per batch *position*: on one fixed batch it would become a
+        per-datum average (an oracle input-dependent baseline), whereas in training with
+        shuffled batches it is a batch-wide one. Shuffling measures the latter.
     :param seed: seeds the draws without touching the caller's RNG (``None``: use it as is).
     :returns: :class:`GradientMoments`. Gradients are left cleared (``None``).
     """
@@ -133,13 +139,20 @@ def gradient_variance(model, data, loss=None, num_draws: int = 100, *,
     m2 = {n: torch.zeros_like(mean[n]) for n in chosen}  # sums of squared deviations
     losses = []
 
+    rows = batch["x"].shape[0] if batch["x"].dim() else 0
+
     def draw() -> float:
         for p in all_params:
             p.grad = None
+        kw = kwargs
+        if shuffle and rows > 1:
+            perm = torch.randperm(rows, device=dev)
+            kw = {k: v[perm] if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v
+                  for k, v in kwargs.items()}
         if hasattr(loss, "loss_and_grads"):
-            value = float(loss.loss_and_grads(model.model, model.guide, **kwargs))
+            value = float(loss.loss_and_grads(model.model, model.guide, **kw))
         else:
-            t = loss(model.model, model.guide, **kwargs)
+            t = loss(model.model, model.guide, **kw)
             t.backward()
             value = float(t.detach())
         if not math.isfinite(value):
