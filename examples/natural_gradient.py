@@ -90,6 +90,10 @@ def run(x, scales, method, lr, steps, *, loss="analytic", particles=16, tol=None
                     log_every=10**9, callbacks=[Track()])
     except FloatingPointError:  # diverged: the step size is too large
         kls.append(math.inf)
+    except ValueError as e:  # diverged so far that the scale underflowed to 0
+        if "scale" not in str(e):
+            raise
+        kls.append(math.inf)
     return model, kls
 
 

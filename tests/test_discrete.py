@@ -272,6 +272,22 @@ def test_log_likelihood_of_the_categorical_vae_matches_the_exact_mixture(tiny_ca
     torch.testing.assert_close(m.posterior_probs(x).sum(1), torch.ones(6))
 
 
+def test_log_likelihood_of_a_small_belief_net_matches_the_sum_over_codes():
+    torch.manual_seed(0)
+    m = BernoulliVAE(input_shape=(5,), latent_dims=(3,), hidden=(4,))
+    with torch.no_grad():
+        m.prior_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    x = torch.bernoulli(torch.full((4, 5), 0.4))
+    est = pyrovae.metrics.importance_sampling(m, x, num_samples=2000)
+    codes = torch.tensor([[(c >> i) & 1 for i in range(3)] for c in range(8)]).float()  # (8, 3)
+    with torch.no_grad():
+        log_prior = dist.Bernoulli(logits=m.prior_logits).log_prob(codes).sum(-1)  # (8,)
+        log_lik = m.likelihood(m.decode(codes[:, None])).log_prob(x)  # (8, B)
+        exact = torch.logsumexp(log_prior[:, None] + log_lik, 0)
+    se = (1 / est["ess"] - 1 / 2000).clamp(min=0).sqrt()
+    assert bool(((est["log_likelihood"] - exact).abs() <= 5 * se + 1e-4).all())
+
+
 def test_bernoulli_vae_config_errors_and_structure():
     with pytest.raises(ValueError, match="baseline"):
         BernoulliVAEConfig(baseline="mean")
