@@ -67,7 +67,8 @@ def test_gradient_variance_script_reports_ratios(capsys):
         r = gradient_variance.main(["--data", "digits", "--steps", "40", "--lr", "0.01",
                                     "--draws", "10", "--baseline-steps", "5", "--test-size",
                                     "50", "--num-samples", "5", "--latent-dims", "6", "3",
-                                    "--estimators", "score", "tracegraph_avg", "--threads", "1"])
+                                    "--estimators", "score", "tracegraph_avg_nn", "--threads",
+                                    "1"])
     finally:
         torch.set_num_threads(threads)
     v = _values(capsys.readouterr().out)
@@ -76,5 +77,5 @@ def test_gradient_variance_script_reports_ratios(capsys):
     assert v["rb_baseline_factor"] == pytest.approx(r["variance"]["score"] /
                                                     r["variance"][best], rel=1e-5)
     assert v["rb_baseline_factor"] > 1  # the plain score function is the noisiest
-    for k in ("nll_score", "nll_tracegraph_avg"):
+    for k in ("nll_score", "nll_tracegraph_avg_nn"):
         assert 0 < v[k] < 64 * 0.6932
