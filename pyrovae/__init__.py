@@ -4,7 +4,7 @@ Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two
 :func:`fit`, evaluates with :func:`pyrovae.metrics.log_likelihood` and exports to ArviZ.
 """
 
-from . import data, infer, likelihoods, metrics, models, nn
+from . import data, infer, likelihoods, metrics, models, nn, vi
 from .checkpoint import load_model
 from .models import AE, VAE, VAEConfig
 from .train import Callback, History, TrainState, burda_lr_lambda, fit
@@ -13,5 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AE", "VAE", "Callback", "History", "TrainState", "VAEConfig", "burda_lr_lambda", "data",
-    "fit", "infer", "likelihoods", "load_model", "metrics", "models", "nn",
+    "fit", "infer", "likelihoods", "load_model", "metrics", "models", "nn", "vi",
 ]

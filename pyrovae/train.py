@@ -244,6 +244,9 @@ def check_sites(model_tr, guide_tr, loss=None) -> None:
     """
     model_sites, guide_sites = _sample_sites(model_tr), _sample_sites(guide_tr)
     for name, site in guide_sites.items():
+        # auxiliary sites (an AutoNormal's ``*_unconstrained``) are the guide's own business
+        if site["infer"].get("is_auxiliary"):
+            continue
         if not site["is_observed"] and name not in model_sites:
             raise ValueError(
                 f"model/guide: the guide samples site {name!r}, which the model does not have "

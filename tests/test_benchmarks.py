@@ -69,3 +69,24 @@ def test_psis_linear_gaussian_script_recovers_the_known_tail_shapes(capsys):
     assert v["frac_khat_lt_0_5_c1_5"] == 1.0  # bounded weights
     assert v["khat_median_c0_4"] > 0.7  # k = 1 - 0.4^2 = 0.84
     assert abs(v["log_px_error_c1"]) < 1e-3  # exact guide: every weight is p(x)
+
+def test_gradient_variance_script_reports_ratios(capsys):
+    import gradient_variance
+
+    threads = torch.get_num_threads()
+    try:
+        r = gradient_variance.main(["--data", "digits", "--steps", "40", "--lr", "0.01",
+                                    "--draws", "10", "--baseline-steps", "5", "--test-size",
+                                    "50", "--num-samples", "5", "--latent-dims", "6", "3",
+                                    "--estimators", "score", "tracegraph_avg_nn", "--threads",
+                                    "1"])
+    finally:
+        torch.set_num_threads(threads)
+    v = _values(capsys.readouterr().out)
+    best = r["best"]
+    assert v[f"var_ratio_{best}"] == pytest.approx(1.0)
+    assert v["rb_baseline_factor"] == pytest.approx(r["variance"]["score"] /
+                                                    r["variance"][best], rel=1e-5)
+    assert v["rb_baseline_factor"] > 1  # the plain score function is the noisiest
+    for k in ("nll_score", "nll_tracegraph_avg_nn"):
+        assert 0 < v[k] < 64 * 0.6932

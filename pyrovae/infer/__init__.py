@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pyro.infer as pi
 
+from .concrete import TraceConcrete_ELBO
+from .enum import TraceEnumGuide_ELBO
 from .particles import ParticleTracer
+from .score import TraceScore_ELBO
 from .terms import elbo_terms
 
 
@@ -23,6 +26,9 @@ LOSSES = {
     "tracegraph_elbo": pi.TraceGraph_ELBO,
     "renyi_elbo": pi.RenyiELBO,
     "iwae": _iwae,
+    "score_elbo": TraceScore_ELBO,
+    "concrete_elbo": TraceConcrete_ELBO,
+    "enum_elbo": TraceEnumGuide_ELBO,
 }
 
 
@@ -38,4 +44,5 @@ def make_loss(name: str = "trace_elbo", **kwargs):
         raise ValueError(f"loss {name!r}: bad arguments {kwargs}: {e}") from None
 
 
-__all__ = ["LOSSES", "ParticleTracer", "elbo_terms", "make_loss"]
+__all__ = ["LOSSES", "ParticleTracer", "TraceConcrete_ELBO", "TraceEnumGuide_ELBO",
+           "TraceScore_ELBO", "elbo_terms", "make_loss"]

@@ -3,7 +3,9 @@
 
 from .ae import AE
 from .base import MODELS, as_model, build, register_model, resolve, spec_of
+from .discrete import BernoulliVAE, BernoulliVAEConfig, CategoricalVAE, CategoricalVAEConfig
 from .vae import VAE, VAEConfig
 
-__all__ = ["AE", "MODELS", "VAE", "VAEConfig", "as_model", "build", "register_model", "resolve",
+__all__ = ["AE", "BernoulliVAE", "BernoulliVAEConfig", "CategoricalVAE", "CategoricalVAEConfig",
+           "MODELS", "VAE", "VAEConfig", "as_model", "build", "register_model", "resolve",
            "spec_of"]
