@@ -10,6 +10,7 @@ import pyro.infer as pi
 
 from .particles import ParticleTracer
 from .terms import elbo_terms
+from .vq_elbo import TraceVQ_ELBO, vq_terms
 
 
 def _iwae(num_particles: int = 50, **kw):
@@ -23,6 +24,7 @@ LOSSES = {
     "tracegraph_elbo": pi.TraceGraph_ELBO,
     "renyi_elbo": pi.RenyiELBO,
     "iwae": _iwae,
+    "vq_elbo": TraceVQ_ELBO,  # Trace_ELBO that also logs codebook/commitment/perplexity
 }
 
 
@@ -38,4 +40,4 @@ def make_loss(name: str = "trace_elbo", **kwargs):
         raise ValueError(f"loss {name!r}: bad arguments {kwargs}: {e}") from None
 
 
-__all__ = ["LOSSES", "ParticleTracer", "elbo_terms", "make_loss"]
+__all__ = ["LOSSES", "ParticleTracer", "TraceVQ_ELBO", "elbo_terms", "make_loss", "vq_terms"]

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
+from pyro import poutine
 
 from .._runtime import eval_mode, module_device, resolve_device, seeded
 from ..data import as_dataset
 from ..infer.particles import ParticleTracer
 from ..models.base import as_model, input_names
+
+
+def _is_point_mass(fn) -> bool:
+    while not isinstance(fn, dist.Delta) and getattr(fn, "base_dist", None) is not None:
+        fn = fn.base_dist  # Independent, Expanded, Masked wrappers
+    if isinstance(fn, dist.Delta):
+        return True
+    if isinstance(fn, (torch.distributions.Categorical, torch.distributions.OneHotCategorical)):
+        return bool((fn.probs.amax(-1) == 1).all())
+    return False
+
+
+def _point_mass_guide(guide, kwargs) -> bool:
+    """Whether every latent site of one guide run is a point mass (vacuously, if none)."""
+    with poutine.block(), torch.no_grad():
+        tr = poutine.trace(guide).get_trace(**kwargs)
+    return all(_is_point_mass(s["fn"]) for s in tr.nodes.values()
+               if s["type"] == "sample" and not s["is_observed"])
 
 
 def _check_positive_int(value, name):
@@ -33,7 +53,11 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
       error of ``log_likelihood`` is about :math:`\sqrt{1/\mathrm{ESS} - 1/K}` (delta method).
 
     Particles are drawn in chunks of at most ``max_elements // (batch size * datum size)`` and
-    folded into running log-sum-exps, so peak memory does not grow with K.
+    folded into running log-sum-exps, so peak memory does not grow with K. When every latent
+    site of the guide is a point mass (a ``Delta``, or a categorical with all its mass on one
+    value, as in a VQ-VAE) or there is none, all K weights are equal: one draw is made and
+    stands for all K, so ``log_likelihood`` = ``elbo`` = that weight, ``elbo_se`` = 0 and
+    ``ess`` = K, exactly what K draws would give.
     Returns tensors of shape ``(N,)`` on the CPU. Batch norm runs in eval mode; ``seed`` fixes
     the draws without touching the caller's RNG state (``None``: use it as is).
     """
@@ -56,7 +80,9 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
             kwargs = {k: batch[k] for k in names}
             if tracer is None:
                 tracer = ParticleTracer(model.model, model.guide, kwargs, b, plate)
-            chunk = max(1, min(num_samples, max_elements // (b * datum)))
+            deterministic = _point_mass_guide(model.guide, kwargs)  # per batch: cheap
+            chunk = num_samples if deterministic else \
+                max(1, min(num_samples, max_elements // (b * datum)))
             lse = torch.full((b,), -math.inf, device=dev)  # log sum_k w_k
             lse2 = torch.full((b,), -math.inf, device=dev)  # log sum_k w_k^2
             total = torch.zeros(b, device=dev)  # sum_k log w_k
@@ -65,8 +91,9 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
             done = 0
             while done < num_samples:
                 p = min(chunk, num_samples - done)
-                model_tr, guide_tr = tracer.traces(kwargs, p)
-                lw = tracer.log_weights(model_tr, guide_tr, p, b)  # (p, b)
+                drawn = 1 if deterministic else p
+                model_tr, guide_tr = tracer.traces(kwargs, drawn)
+                lw = tracer.log_weights(model_tr, guide_tr, drawn, b).expand(p, b)  # (p, b)
                 lse = torch.logaddexp(lse, torch.logsumexp(lw, 0))
                 lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * lw, 0))
                 if shift is None:

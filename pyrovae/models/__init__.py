@@ -3,7 +3,11 @@
 
 from .ae import AE
 from .base import MODELS, as_model, build, register_model, resolve, spec_of
+from .code_prior import AutoregressiveCategorical, CodeLevel, CodePrior
 from .vae import VAE, VAEConfig
+from .vqvae import VQVAE, VQVAEConfig
+from .vqvae2 import VQVAE2, VQVAE2Config
 
-__all__ = ["AE", "MODELS", "VAE", "VAEConfig", "as_model", "build", "register_model", "resolve",
-           "spec_of"]
+__all__ = ["AE", "MODELS", "VAE", "VQVAE", "VQVAE2", "AutoregressiveCategorical", "CodeLevel",
+           "CodePrior", "VAEConfig", "VQVAE2Config", "VQVAEConfig", "as_model", "build",
+           "register_model", "resolve", "spec_of"]
