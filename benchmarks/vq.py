@@ -79,7 +79,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=None, help="pyrovae data spec (default: shared MNIST)")
     p.add_argument("--epochs", type=int, default=4, help="VQ-VAE epochs")
-    p.add_argument("--prior-epochs", type=int, default=3, help="PixelCNN prior epochs")
+    p.add_argument("--prior-epochs", type=int, default=3,
+                   help="PixelCNN prior epochs (0: no prior, for codebook ablations)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-codes", type=int, default=512)
@@ -89,6 +90,10 @@ def main(argv=None) -> dict:
     p.add_argument("--prior-channels", type=int, default=32)
     p.add_argument("--prior-layers", type=int, default=8)
     p.add_argument("--prior-kernel", type=int, default=3)
+    p.add_argument("--prior-attention-heads", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="codebook loss instead of EMA")
+    p.add_argument("--kmeans-init", type=int, default=1, help="batches for k-means (0: off)")
+    p.add_argument("--restart-threshold", type=float, default=1.0, help="0: no restarts")
     p.add_argument("--train-size", type=int, default=None, help="first N training images")
     p.add_argument("--test-size", type=int, default=None, help="first N test images")
     p.add_argument("--timing-steps", type=int, default=10, help="steps per timing block")
@@ -115,7 +120,9 @@ def main(argv=None) -> dict:
         input_shape=train.event_shape, num_codes=args.num_codes, code_dim=args.code_dim,
         downsample=args.downsample, hidden=args.hidden, res_hidden=max(args.hidden // 2, 1),
         prior_channels=args.prior_channels, prior_layers=args.prior_layers,
-        prior_kernel=args.prior_kernel))
+        prior_kernel=args.prior_kernel, prior_attention_heads=args.prior_attention_heads,
+        ema=not args.no_ema, kmeans_init=args.kmeans_init,
+        restart_threshold=args.restart_threshold))
     probe = train.frozen(args.seed).x[:args.batch_size]
     pyro_ms, torch_ms = time_steps(model, probe, args.timing_steps)
 
@@ -128,16 +135,17 @@ def main(argv=None) -> dict:
     mse = metrics.reconstruction_mse(model, test, seed=args.seed)
     nll_uniform = -metrics.log_likelihood(model, test, 1, seed=args.seed)
 
-    t0 = time.perf_counter()
-    model.fit_prior(train, epochs=args.prior_epochs, batch_size=args.batch_size, lr=args.lr,
-                    seed=args.seed, progress=False)
-    prior_seconds = time.perf_counter() - t0
-    bpd = model.prior_bits_per_dim(test, seed=args.seed)["total"]
-    nll_learned = -metrics.log_likelihood(model, test, 1, seed=args.seed)
-
-    torch.manual_seed(args.seed)
-    analysis.plot_samples(model.sample(64), out / "prior_samples.png",
-                          title="VQ-VAE: codes from the PixelCNN prior")
+    prior_seconds, bpd, nll_learned = 0.0, torch.full((1,), math.nan), torch.full((1,), math.nan)
+    if args.prior_epochs > 0:
+        t0 = time.perf_counter()
+        model.fit_prior(train, epochs=args.prior_epochs, batch_size=args.batch_size,
+                        lr=args.lr, seed=args.seed, progress=False)
+        prior_seconds = time.perf_counter() - t0
+        bpd = model.prior_bits_per_dim(test, seed=args.seed)["total"]
+        nll_learned = -metrics.log_likelihood(model, test, 1, seed=args.seed)
+        torch.manual_seed(args.seed)
+        analysis.plot_samples(model.sample(64), out / "prior_samples.png",
+                              title="VQ-VAE: codes from the PixelCNN prior")
     analysis.plot_code_usage({"codes": usage}, out / "code_usage.png")
     x = test.frozen(args.seed).x[:32]
     analysis.plot_reconstructions(x, model.reconstruct(x), out / "reconstructions.png")
@@ -154,7 +162,7 @@ def main(argv=None) -> dict:
         "nll_learned_prior": float(nll_learned.mean()), "nll_learned_prior_se": se(nll_learned),
         "final_train_loss": history.epochs[-1]["loss"],
         "vq_seconds_per_epoch": vq_seconds / args.epochs,
-        "prior_seconds_per_epoch": prior_seconds / args.prior_epochs,
+        "prior_seconds_per_epoch": prior_seconds / max(args.prior_epochs, 1),
         "pyrovae_step_ms": pyro_ms, "torch_step_ms": torch_ms, "step_ratio": pyro_ms / torch_ms,
     }
     print(f"figures in {out}: prior_samples.png, code_usage.png, reconstructions.png")

@@ -62,7 +62,8 @@ def plot(d, result, sample_result, path: Path):
             color="tab:green", label=f"levels, k-means on samples (MSE {sample_result.mse:.5f})")
     ax.set_xlabel("x")
     ax.set_title(f"Lloyd-Max quantiser, N = {len(result.levels)}")
-    ax.legend(fontsize="small")
+    ax.set_ylim(-0.02, 0.62)
+    ax.legend(fontsize="small", loc="upper left")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return path

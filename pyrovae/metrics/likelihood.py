@@ -25,8 +25,11 @@ def _is_point_mass(fn) -> bool:
 
 
 def _point_mass_guide(guide, kwargs) -> bool:
-    """Whether every latent site of one guide run is a point mass (vacuously, if none)."""
-    with poutine.block(), torch.no_grad():
+    """Whether every latent site of one guide run is a point mass (vacuously, if none). The run
+    draws in a forked RNG, so the importance-sampling stream is the same with or without it."""
+    devices = sorted({v.device for v in kwargs.values() if torch.is_tensor(v)
+                      and v.device.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
         tr = poutine.trace(guide).get_trace(**kwargs)
     return all(_is_point_mass(s["fn"]) for s in tr.nodes.values()
                if s["type"] == "sample" and not s["is_observed"])

@@ -50,7 +50,8 @@ class AutoregressiveCategorical(TorchDistribution):
 
     @constraints.dependent_property(is_discrete=True, event_dim=2)
     def support(self):
-        return constraints.integer_interval(0, self.net.num_codes - 1)
+        return constraints.independent(constraints.integer_interval(0, self.net.num_codes - 1),
+                                       2)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(AutoregressiveCategorical, _instance)
