@@ -12,7 +12,7 @@ it in the run's checkpoint (so ``pyrovae sample RUN`` draws from it) and writes
     RUN/metrics.json                "vq": usage, perplexity, dead codes, reconstruction MSE,
                                     prior bits per code, and both log-likelihood bounds
 
-Small defaults run in well under an hour on two CPU cores:
+Small defaults take about 45 minutes with one thread on a busy two-core CPU:
 
     python examples/vqvae_mnist.py --data mnist:~/data/mnist.npz
     python examples/vqvae_mnist.py --data digits --epochs 20 --set downsample=1   # 8x8, no download
@@ -39,8 +39,8 @@ def parse_args(argv=None):
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--data", required=True,
                    help="mnist:PATH (IDX folder or npz), FILE.npz, or digits (embedded 8x8)")
-    p.add_argument("--epochs", type=int, default=5, help="VQ-VAE training epochs")
-    p.add_argument("--prior-epochs", type=int, default=5, help="PixelCNN prior epochs")
+    p.add_argument("--epochs", type=int, default=4, help="VQ-VAE training epochs")
+    p.add_argument("--prior-epochs", type=int, default=8, help="PixelCNN prior epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -59,7 +59,7 @@ def parse_args(argv=None):
 
 # CPU-sized defaults; anything here can be overridden with --set.
 DEFAULTS = dict(num_codes=512, code_dim=16, hidden=32, res_hidden=16, prior_channels=32,
-                prior_layers=8, prior_kernel=3)
+                prior_layers=8, prior_kernel=3, prior_attention_heads=4)
 
 
 def main(argv=None) -> dict:

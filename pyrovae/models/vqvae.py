@@ -156,6 +156,11 @@ class VQVAEConfig:
                              f"got {self.input_shape}")
         if self.prior not in ("pixelcnn", "none"):
             raise ValueError(f"prior: expected 'pixelcnn' or 'none', got {self.prior!r}")
+        if self.prior_attention_heads and self.prior_channels % self.prior_attention_heads:
+            raise ValueError(f"prior_attention_heads: must divide prior_channels="
+                             f"{self.prior_channels}, got {self.prior_attention_heads}")
+        if self.prior_kernel < 3 or self.prior_kernel % 2 == 0:
+            raise ValueError(f"prior_kernel: expected an odd int >= 3, got {self.prior_kernel!r}")
         if not isinstance(self.likelihood_args, dict):
             raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
 
