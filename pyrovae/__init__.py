@@ -4,14 +4,15 @@ Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two
 :func:`fit`, evaluates with :func:`pyrovae.metrics.log_likelihood` and exports to ArviZ.
 """
 
-from . import data, infer, likelihoods, metrics, models, nn, vi
+from . import data, infer, likelihoods, metrics, models, nn, quantize, vi
 from .checkpoint import load_model
-from .models import AE, VAE, VAEConfig
+from .models import AE, VAE, VQVAE, VQVAE2, VAEConfig, VQVAE2Config, VQVAEConfig
 from .train import Callback, History, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AE", "VAE", "Callback", "History", "TrainState", "VAEConfig", "burda_lr_lambda", "data",
-    "fit", "infer", "likelihoods", "load_model", "metrics", "models", "nn", "vi",
+    "AE", "VAE", "VQVAE", "VQVAE2", "Callback", "History", "TrainState", "VAEConfig",
+    "VQVAE2Config", "VQVAEConfig", "burda_lr_lambda", "data", "fit", "infer", "likelihoods",
+    "load_model", "metrics", "models", "nn", "quantize", "vi",
 ]

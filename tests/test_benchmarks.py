@@ -90,3 +90,48 @@ def test_gradient_variance_script_reports_ratios(capsys):
     assert v["rb_baseline_factor"] > 1  # the plain score function is the noisiest
     for k in ("nll_score", "nll_tracegraph_avg_nn"):
         assert 0 < v[k] < 64 * 0.6932
+
+
+
+def test_vq_reference_loss_and_gradients_equal_pyro_trace_elbo():
+    import copy
+
+    from vq import torch_loss
+
+    from pyrovae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    m = VQVAE(VQVAEConfig(input_shape=(1, 8, 8), num_codes=16, code_dim=4, downsample=1,
+                          hidden=16, res_hidden=8, kmeans_init=0))
+    ref = copy.deepcopy(m)
+    x = torch.bernoulli(torch.full((8, 1, 8, 8), 0.3))
+    loss_p = pyro.infer.Trace_ELBO().differentiable_loss(m.model, m.guide, x)
+    loss_p.backward()
+    loss_t = torch_loss(ref, x)
+    loss_t.backward()
+    torch.testing.assert_close(loss_p, loss_t)
+    for (name, a), b in zip(m.named_parameters(), ref.parameters()):
+        if a.grad is not None or b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+def test_vq_script_reports_usage_perplexity_mse_and_bpd(capsys, tmp_path):
+    import vq
+
+    threads = torch.get_num_threads()
+    try:
+        r = vq.main(["--threads", "1", "--data", "digits", "--downsample", "1", "--num-codes",
+                     "16", "--code-dim", "4", "--hidden", "16", "--prior-channels", "8",
+                     "--prior-layers", "2", "--epochs", "1", "--prior-epochs", "1",
+                     "--train-size", "256", "--test-size", "60", "--timing-steps", "1",
+                     "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    v = _values(capsys.readouterr().out)
+    for k in ("usage", "perplexity", "recon_mse", "prior_bpd"):
+        assert v[k] == pytest.approx(r[k], rel=1e-4)
+    assert 0 < v["usage"] <= 1 and 1 <= v["perplexity"] <= 16
+    assert v["dead_codes"] == round((1 - v["usage"]) * 16)
+    assert v["step_ratio"] == pytest.approx(v["pyrovae_step_ms"] / v["torch_step_ms"],
+                                            rel=1e-3)
+    assert (tmp_path / "prior_samples.png").is_file()

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -18,7 +19,8 @@ def _load(name):
 
 
 def test_every_example_has_a_test():
-    tested = {"vae_mnist", "psis_ood", "discrete_vae", "natural_gradient", "mixture_comparison"}
+    tested = {"vae_mnist", "psis_ood", "discrete_vae", "natural_gradient", "mixture_comparison",
+              "vqvae_mnist", "vqvae2", "lloyd_max"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} <= tested
 
 
@@ -119,3 +121,60 @@ def test_mixture_comparison_methods_agree_on_separated_clusters(one_thread):
     assert r["cavi"]["min_elbo_change"] >= -1e-9 and r["cavi"]["ari_vs_sklearn"] >= 0.95
     # the VAE's importance-weighted L_K estimates the log-likelihood of its own mixture
     assert r["vae"]["importance_loglik"] == pytest.approx(r["vae"]["test_loglik"], abs=1e-3)
+
+
+
+
+@pytest.fixture
+def restore_threads():
+    """The VQ examples take --threads 1 (tiny networks on a busy machine); put it back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+TINY_VQ = ["--threads", "1", "--set", "num_codes=16", "--set", "code_dim=4", "--set", "hidden=16",
+           "--set", "res_hidden=8", "--set", "prior_channels=8", "--set", "prior_layers=2"]
+
+
+def test_lloyd_max_reproduces_max_and_kmeans_agrees(tmp_path):
+    r = _load("lloyd_max").main(["--levels", "2", "4", "--samples", "3000", "--out",
+                                 str(tmp_path)])
+    for n in (2, 4):
+        assert abs(r["levels"][n]["mse"] - r["levels"][n]["max_1960"]) < 1e-4
+    assert r["samples"]["kmeans_mse"] == pytest.approx(r["samples"]["mse"], rel=1e-9)
+    assert (tmp_path / "lloyd_max.png").is_file()
+
+
+def test_vqvae_mnist_two_stages_on_embedded_digits(tmp_path, restore_threads):
+    r = _load("vqvae_mnist").main(["--data", "digits", "--epochs", "1", "--prior-epochs", "1",
+                                   "--batch-size", "64", "--set", "downsample=1", *TINY_VQ,
+                                   "--samples", "16", "--out", str(tmp_path)])
+    hw = 16  # 4x4 codes
+    assert r["kl_uniform_prior"] == pytest.approx(hw * math.log(16))
+    # swapping the uniform prior for the learned one changes log p(x, k*) by exactly
+    # log p_prior(k*) - log(1/K) per position: -bpd * hw * ln 2 + hw log K
+    delta = r["log_likelihood_learned_prior"] - r["log_likelihood_uniform_prior"]
+    assert delta == pytest.approx(hw * math.log(16) - r["prior_bpd"] * hw * math.log(2),
+                                  abs=1e-3)
+    assert 0 < r["usage"] <= 1 and r["dead_codes"] == round((1 - r["usage"]) * 16)
+    for name in ("samples.png", "samples_uniform_prior.png", "code_usage.png",
+                 "checkpoint.pt", "config.json"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["vq"]["prior_bpd"] == pytest.approx(r["prior_bpd"])
+
+
+def test_vqvae2_two_priors_on_embedded_digits(tmp_path, restore_threads):
+    r = _load("vqvae2").main(["--threads", "1", "--data", "digits", "--epochs", "1",
+                              "--prior-epochs", "1", "--batch-size", "64", "--train-size",
+                              "256", "--test-size", "60",
+                              "--set", "num_codes_top=8", "--set", "num_codes_bottom=16",
+                              "--set", "code_dim=4", "--set", "hidden=16", "--set",
+                              "res_hidden=8", "--set", "prior_channels=8", "--set",
+                              "prior_layers=2", "--set", "prior_attention_heads=2",
+                              "--samples", "8", "--out", str(tmp_path)])
+    bpd = r["prior_bpd"]  # the total is the position-weighted mean of the levels (2x2, 4x4)
+    assert bpd["total"] == pytest.approx((4 * bpd["codes_top"] + 16 * bpd["codes_bottom"]) / 20)
+    assert set(r["usage"]) == {"codes_top", "codes_bottom"}
+    assert (tmp_path / "samples.png").is_file()

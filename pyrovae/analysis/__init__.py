@@ -1,6 +1,7 @@
 """Posterior analysis: ArviZ export, per-data-point PSIS diagnostics, model comparison,
 generic reconstructions and samples, figures."""
 
+from .codebook import plot_code_usage
 from .compare import compare, elpd
 from .inference_data import (
     import_arviz,
@@ -22,8 +23,8 @@ from .predictive import latent_means, prior_predictive_mean, reconstruct
 from .psis import good_khat, importance_log_weights, psis, psis_diagnostics
 
 __all__ = ["compare", "elpd", "good_khat", "image_grid", "import_arviz",
-           "importance_log_weights", "latent_means", "load_inference_data", "plot_history",
-           "plot_khat",
+           "importance_log_weights", "latent_means", "load_inference_data", "plot_code_usage",
+           "plot_history", "plot_khat",
            "plot_khat_distributions", "plot_khat_vs_recon", "plot_latent", "plot_latent_map",
            "plot_posterior", "plot_posterior_predictive", "plot_reconstructions",
            "plot_samples", "plot_worst_inputs", "prior_predictive_mean", "psis",

@@ -13,6 +13,7 @@ from .enum import TraceEnumGuide_ELBO
 from .particles import ParticleTracer
 from .score import TraceScore_ELBO
 from .terms import elbo_terms
+from .vq_elbo import TraceVQ_ELBO, vq_terms
 
 
 def _iwae(num_particles: int = 50, **kw):
@@ -29,6 +30,7 @@ LOSSES = {
     "score_elbo": TraceScore_ELBO,
     "concrete_elbo": TraceConcrete_ELBO,
     "enum_elbo": TraceEnumGuide_ELBO,
+    "vq_elbo": TraceVQ_ELBO,  # Trace_ELBO that also logs codebook/commitment/perplexity
 }
 
 
@@ -45,4 +47,4 @@ def make_loss(name: str = "trace_elbo", **kwargs):
 
 
 __all__ = ["LOSSES", "ParticleTracer", "TraceConcrete_ELBO", "TraceEnumGuide_ELBO",
-           "TraceScore_ELBO", "elbo_terms", "make_loss"]
+           "TraceScore_ELBO", "TraceVQ_ELBO", "elbo_terms", "make_loss", "vq_terms"]

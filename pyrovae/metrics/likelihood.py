@@ -4,12 +4,35 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
+from pyro import poutine
 
 from .._runtime import eval_mode, module_device, resolve_device, seeded, trim_heap
 from ..data import as_dataset
 from ..infer.particles import ParticleTracer
 from ..models.base import as_model, input_names
+
+
+def _is_point_mass(fn) -> bool:
+    while not isinstance(fn, dist.Delta) and getattr(fn, "base_dist", None) is not None:
+        fn = fn.base_dist  # Independent, Expanded, Masked wrappers
+    if isinstance(fn, dist.Delta):
+        return True
+    if isinstance(fn, (torch.distributions.Categorical, torch.distributions.OneHotCategorical)):
+        return bool((fn.probs.amax(-1) == 1).all())
+    return False
+
+
+def _point_mass_guide(guide, kwargs) -> bool:
+    """Whether every latent site of one guide run is a point mass (vacuously, if none). The run
+    draws in a forked RNG, so the importance-sampling stream is the same with or without it."""
+    devices = sorted({v.device for v in kwargs.values() if torch.is_tensor(v)
+                      and v.device.type == "cuda"}, key=str)
+    with torch.random.fork_rng(devices=devices), poutine.block(), torch.no_grad():
+        tr = poutine.trace(guide).get_trace(**kwargs)
+    return all(_is_point_mass(s["fn"]) for s in tr.nodes.values()
+               if s["type"] == "sample" and not s["is_observed"])
 
 
 def _check_positive_int(value, name):
@@ -25,7 +48,10 @@ def log_weight_chunks(model, data, num_samples: int, *, batch_size: int = 100,
     ``lw: (p, b)`` holds :math:`\log p(x, z) - \log q(z \mid x)` for the chunk's ``p``
     particles and ``ll: (p, b)`` holds :math:`\log p(x \mid z)` over observed sites (``None``
     unless ``with_log_likelihood``). The ``num_samples`` particles of a batch come in chunks of
-    at most ``max_elements // (b * datum size)``; on CPU the freed heap is returned between
+    at most ``max_elements // (b * datum size)``. When every latent site of the guide is a
+    point mass (a ``Delta``, or a categorical with all its mass on one value, as in a VQ-VAE)
+    or there is none, the K weights are equal: one draw is made and stands for all K, exactly
+    what K draws would give. On CPU the freed heap is returned between
     chunks (:func:`pyrovae._runtime.trim_heap`), so peak memory is that of one chunk.
     Batch norm runs in eval mode; ``seed`` fixes the draws without touching the caller's RNG
     state (``None``: use it as is).
@@ -47,14 +73,18 @@ def log_weight_chunks(model, data, num_samples: int, *, batch_size: int = 100,
             kwargs = {k: batch[k] for k in input_names(model, batch)}
             if tracer is None:
                 tracer = ParticleTracer(model.model, model.guide, kwargs, b, plate)
-            chunk = max(1, min(num_samples, max_elements // (b * datum)))
+            # a point-mass guide gives K equal weights: one draw stands for all (a view)
+            deterministic = _point_mass_guide(model.guide, kwargs)  # per batch: cheap
+            chunk = num_samples if deterministic else \
+                max(1, min(num_samples, max_elements // (b * datum)))
             done = 0
             while done < num_samples:
                 p = min(chunk, num_samples - done)
-                model_tr, guide_tr = tracer.traces(kwargs, p)
-                lw = tracer.log_weights(model_tr, guide_tr, p, b)
-                ll = sum(tracer.per_datum(model_tr.nodes[o.name]["log_prob"], p, b)
-                         for o in tracer.observed) if with_log_likelihood else None
+                drawn = 1 if deterministic else p
+                model_tr, guide_tr = tracer.traces(kwargs, drawn)
+                lw = tracer.log_weights(model_tr, guide_tr, drawn, b).expand(p, b)  # (p, b)
+                ll = sum(tracer.per_datum(model_tr.nodes[o.name]["log_prob"], drawn, b)
+                         for o in tracer.observed).expand(p, b) if with_log_likelihood else None
                 del model_tr, guide_tr
                 yield i, b, lw, ll
                 done += p
@@ -79,7 +109,8 @@ def importance_sampling(model, data, num_samples: int = 1000, *, batch_size: int
       error of ``log_likelihood`` is about :math:`\sqrt{1/\mathrm{ESS} - 1/K}` (delta method).
 
     Chunks of particles (:func:`log_weight_chunks`) are folded into running log-sum-exps and
-    moments, so peak memory does not grow with K. Returns tensors of shape ``(N,)`` on the CPU.
+    moments, so peak memory does not grow with K. A point-mass guide needs one draw
+    (``elbo_se`` = 0, ``ess`` = K). Returns tensors of shape ``(N,)`` on the CPU.
     """
     outs = {"log_likelihood": [], "elbo": [], "elbo_se": [], "ess": []}
 

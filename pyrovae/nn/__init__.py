@@ -10,10 +10,13 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .attention import CausalSelfAttention
 from .conv import ConvDecoder, ConvEncoder, default_channels
 from .heads import NormalHead
 from .layers import ACTIVATIONS, activation, flatten_leading
 from .mlp import MLP
+from .pixelcnn import GatedPixelCNN
+from .resnet import ConvMapDecoder, ConvMapEncoder, ResidualStack
 
 
 def _mlp_encoder(in_shape, out_features, hidden, activation_name, channels, batch_norm):
@@ -79,9 +82,14 @@ __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURES",
     "MLP",
+    "CausalSelfAttention",
     "ConvDecoder",
     "ConvEncoder",
+    "ConvMapDecoder",
+    "ConvMapEncoder",
+    "GatedPixelCNN",
     "NormalHead",
+    "ResidualStack",
     "activation",
     "decoder",
     "default_channels",
