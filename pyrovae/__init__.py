@@ -6,12 +6,13 @@ Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two
 
 from . import data, infer, likelihoods, metrics, models, nn
 from .checkpoint import load_model
-from .models import AE, VAE, VAEConfig
+from .models import AE, CVAE, OIVAE, VAE, CVAEConfig, OIVAEConfig, VAEConfig
 from .train import Callback, History, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AE", "VAE", "Callback", "History", "TrainState", "VAEConfig", "burda_lr_lambda", "data",
-    "fit", "infer", "likelihoods", "load_model", "metrics", "models", "nn",
+    "AE", "CVAE", "OIVAE", "VAE", "CVAEConfig", "Callback", "History", "OIVAEConfig",
+    "TrainState", "VAEConfig", "burda_lr_lambda", "data", "fit", "infer", "likelihoods",
+    "load_model", "metrics", "models", "nn",
 ]

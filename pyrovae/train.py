@@ -250,7 +250,9 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         split then validates), a tensor/array, an ``(x, y)`` tuple or a map-style torch dataset.
     :param loss: a Pyro ELBO (anything with ``loss_and_grads(model, guide, **kw)``) or a callable
         ``loss(model, guide, **kw) -> differentiable tensor``; default ``Trace_ELBO()``. A loss
-        with a ``last_terms`` dict after each step has those terms logged too.
+        with a ``last_terms`` dict after each step has those terms logged too; a loss that is
+        also a :class:`Callback` is run as one (after ``callbacks``), so it can follow the
+        step count and put its state into checkpoints.
     :param epochs: passes over the data; ``steps`` caps optimiser steps (one of them needed).
     :param optimizer: a name (``"adam"``, ``"sgd"``, ...), a ``torch.optim`` class (built with
         ``lr`` and ``optimizer_args``), a factory ``params -> Optimizer`` or a ``pyro.optim`` one.
@@ -307,6 +309,8 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
         if not isinstance(c, Callback) and not callable(c):
             raise TypeError(f"callbacks: expected Callback objects or callables, got {c!r}")
     callbacks = [c if isinstance(c, Callback) else _EpochEndCallback(c) for c in callbacks]
+    if isinstance(loss, Callback) and not any(c is loss for c in callbacks):
+        callbacks.append(loss)  # a loss that follows the step (an annealed target, say)
     resume_path = None
     if resume is True:
         if checkpoint_dir is None:

@@ -11,10 +11,31 @@ import pyro.infer as pi
 from .particles import ParticleTracer
 from .terms import elbo_terms
 
+# isort: off
+# These import pyrovae.train (for Callback), which imports elbo_terms from here: keep them below.
+from .capacity import TraceCapacity_ELBO
+from .mmd import TraceMMD_ELBO, mmd2
+from .proximal import ProximalGroupLasso, group_soft_threshold
+from .schedules import (Beta, KLWarmup, LatentScaleMessenger, LatentScaleSchedule,
+                        ScaledLatentELBO, Schedule, scale_latents)
+from .tc import TraceTC_ELBO
+# isort: on
 
 def _iwae(num_particles: int = 50, **kw):
     # IWAE bound (Burda et al. 2016, eq. 8) is the Renyi bound at alpha = 0 (Li and Turner 2016).
     return pi.RenyiELBO(alpha=0.0, num_particles=num_particles, **kw)
+
+
+def _beta_elbo(beta: float = 4.0, base: str = "trace_elbo", **kw):
+    # beta-VAE (Higgins et al. 2017): any registered ELBO on beta-scaled latent sites.
+    return ScaledLatentELBO(make_loss(base, **kw), beta)
+
+
+def _warmup_elbo(steps: int = 10000, shape: str = "linear", start: float = 0.0,
+                 end: float = 1.0, delay: int = 0, base: str = "trace_elbo", **kw):
+    # KL warm-up (Sonderby et al. 2016): the latent sites' weight follows a Schedule.
+    return ScaledLatentELBO(make_loss(base, **kw),
+                            Schedule(start, end, steps, shape=shape, delay=delay))
 
 
 LOSSES = {
@@ -23,6 +44,11 @@ LOSSES = {
     "tracegraph_elbo": pi.TraceGraph_ELBO,
     "renyi_elbo": pi.RenyiELBO,
     "iwae": _iwae,
+    "beta_elbo": _beta_elbo,
+    "warmup_elbo": _warmup_elbo,
+    "capacity_elbo": TraceCapacity_ELBO,
+    "tc_elbo": TraceTC_ELBO,
+    "mmd_elbo": TraceMMD_ELBO,
 }
 
 
@@ -38,4 +64,7 @@ def make_loss(name: str = "trace_elbo", **kwargs):
         raise ValueError(f"loss {name!r}: bad arguments {kwargs}: {e}") from None
 
 
-__all__ = ["LOSSES", "ParticleTracer", "elbo_terms", "make_loss"]
+__all__ = ["LOSSES", "Beta", "KLWarmup", "LatentScaleMessenger", "LatentScaleSchedule",
+           "ParticleTracer", "ProximalGroupLasso", "ScaledLatentELBO", "Schedule",
+           "TraceCapacity_ELBO", "TraceMMD_ELBO", "TraceTC_ELBO", "elbo_terms",
+           "group_soft_threshold", "make_loss", "mmd2", "scale_latents"]

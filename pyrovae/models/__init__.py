@@ -3,7 +3,9 @@
 
 from .ae import AE
 from .base import MODELS, as_model, build, register_model, resolve, spec_of
+from .cvae import CVAE, CVAEConfig
+from .oivae import OIVAE, OIVAEConfig
 from .vae import VAE, VAEConfig
 
-__all__ = ["AE", "MODELS", "VAE", "VAEConfig", "as_model", "build", "register_model", "resolve",
-           "spec_of"]
+__all__ = ["AE", "CVAE", "MODELS", "OIVAE", "VAE", "CVAEConfig", "OIVAEConfig", "VAEConfig",
+           "as_model", "build", "register_model", "resolve", "spec_of"]
