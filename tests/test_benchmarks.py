@@ -57,3 +57,20 @@ def test_mnist_nll_script_reports_both_models(capsys):
     assert v["nll_diff"] == pytest.approx(v["nll_pyrovae"] - v["nll_torch"], abs=2e-3)
     for k in ("nll_pyrovae", "nll_torch"):  # both learn: better than fair coins on 64 pixels
         assert 0 < v[k] < 64 * 0.6932
+
+
+def test_disentanglement_script_reports_every_model(capsys):
+    import disentanglement
+
+    n = torch.get_num_threads()
+    try:
+        r = disentanglement.main(["--n", "256", "--eval-n", "128", "--steps", "4",
+                                  "--batch-size", "32", "--hidden", "32", "--seeds", "0",
+                                  "--jobs", "1", "--factor-vae-votes", "10",
+                                  "--factor-vae-variance", "200"])
+    finally:
+        torch.set_num_threads(n)
+    v = _values(capsys.readouterr().out)
+    for m in ("vae", "beta", "tcvae", "capacity"):
+        assert v[f"mig_{m}"] == pytest.approx(r["medians"][m]["mig"], abs=1e-4)
+        assert 0 <= v[f"mig_{m}"] <= 1

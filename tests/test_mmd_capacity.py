@@ -5,11 +5,10 @@ import math
 import pyro
 import pytest
 import torch
+from test_schedules import LinearGaussian
 
 import pyrovae
 from pyrovae.infer import TraceCapacity_ELBO, TraceMMD_ELBO, mmd2, scale_latents
-
-from test_schedules import LinearGaussian
 
 
 @pytest.fixture(autouse=True)

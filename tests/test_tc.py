@@ -7,12 +7,11 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from test_schedules import LinearGaussian
 
 import pyrovae
 from pyrovae.infer import TraceTC_ELBO, scale_latents
 from pyrovae.infer.tc import log_weights, tc_terms
-
-from test_schedules import LinearGaussian
 
 
 @pytest.fixture(autouse=True)
@@ -122,21 +121,24 @@ def test_mss_weights_follow_the_strata():
     assert w[0, 2] == pytest.approx(0.25)
 
 
-def test_total_correlation_of_correlated_gaussian_codes_matches_the_closed_form():
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+@pytest.mark.parametrize("r", [0.0, 0.8])
+def test_total_correlation_of_gaussian_codes_matches_the_closed_form(estimator, r):
     """N points with posterior N(mu_n, s^2 I), mu_n ~ N(0, S) (2-d, correlation r): q(z) is the
     empirical mixture, close to N(0, S + s^2 I), whose TC is -log(1 - rho^2)/2 with
-    rho = r / (1 + s^2). With the whole data as the batch, MWS computes the mixture exactly up to
-    the constant (L - 1) log N; the mean over the N samples has a standard error from their
-    spread, and the mixture's deviation from the Gaussian is O(N^-1/2)."""
-    n, r, s = 2000, 0.8, 0.3
+    rho = r / (1 + s^2) (0 for independent codes). With the whole data as the batch, MWS
+    computes the mixture exactly up to the constant (L - 1) log N and MSS up to O(1/N); the
+    mean over the N samples has a standard error from their spread, and the mixture's
+    deviation from the Gaussian is O(N^-1/2)."""
+    n, s = 2000, 0.3
     rng = np.random.default_rng(0)
     mu = rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=n)
     loc = torch.tensor(mu, dtype=torch.float64)
     base = torch.distributions.Normal(loc, torch.full_like(loc, s))
     z = base.sample()
     lq = base.log_prob(z).sum(-1)
-    t = tc_terms(base, z, lq, lq, n, "mws")
-    per_sample = t["tc"] - math.log(n)  # (N,)
+    t = tc_terms(base, z, lq, lq, n, estimator)
+    per_sample = t["tc"] - (math.log(n) if estimator == "mws" else 0.0)  # (N,)
     rho = r / (1 + s**2)
     truth = -0.5 * math.log(1 - rho**2)
     se = float(per_sample.std() / math.sqrt(n))

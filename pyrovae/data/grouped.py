@@ -29,14 +29,18 @@ def grouped_factors(n: int = 4000, *, dependencies=DEFAULT_DEPENDENCIES, group_s
         raise ValueError(f"noise: expected a number >= 0, got {noise!r}")
     n_factors = max(max(d) for d in deps) + 1
     rng = np.random.default_rng(seed)
-    f = rng.standard_normal((n, n_factors))
-    parts = []
-    pattern = np.zeros((len(deps), n_factors), dtype=bool)
-    for g, d in enumerate(deps):
-        pattern[g, list(d)] = True
+    # the group functions first, so that they do not depend on n
+    funcs = []
+    for d in deps:
         a = rng.standard_normal((hidden, len(d))) * 1.5  # (hidden, |S|)
         c = rng.standard_normal(hidden) * 0.5
         b = rng.standard_normal((group_size, hidden)) / np.sqrt(hidden)
+        funcs.append((a, c, b))
+    f = rng.standard_normal((n, n_factors))
+    parts = []
+    pattern = np.zeros((len(deps), n_factors), dtype=bool)
+    for g, (d, (a, c, b)) in enumerate(zip(deps, funcs)):
+        pattern[g, list(d)] = True
         h = np.tanh(f[:, list(d)] @ a.T + c)  # (n, hidden)
         parts.append(h @ b.T + noise * rng.standard_normal((n, group_size)))
     x = np.concatenate(parts, axis=1).astype(np.float32)

@@ -25,9 +25,9 @@ def pick_latent_site(guide_trace, site: str | None, who: str) -> str:
     return names[0]
 
 
-def factorised(fn, name: str, who: str) -> tuple[tdist.Distribution, int]:
+def factorised(fn, name: str, who: str) -> tdist.Distribution:
     """The univariate distribution under ``fn``'s ``Independent`` wrappers, whose ``log_prob``
-    gives one density per latent dimension, and ``fn``'s event dim (must be 1).
+    gives one density per latent dimension; ``fn`` must have one event dim.
 
     Accepts e.g. ``Normal(loc, scale).to_event(1)`` (a diagonal Gaussian guide).
     """
@@ -43,7 +43,7 @@ def factorised(fn, name: str, who: str) -> tuple[tdist.Distribution, int]:
     if not d.has_rsample:
         raise ValueError(f"{who}: site {name!r} must be reparametrised (its {type(d).__name__} "
                          f"has no rsample)")
-    return d, 1
+    return d
 
 
 def pairwise_log_prob(base: tdist.Distribution, z: torch.Tensor) -> torch.Tensor:

@@ -215,8 +215,9 @@ class ScaledLatentELBO(ELBO, StepFollower):
     ``beta`` (a number, or a schedule ``step -> weight``).
 
     A :class:`pyro.infer.ELBO`, so Pyro's ``SVI`` takes it; it advances its own step count on
-    each ``loss_and_grads``/``differentiable_loss`` call, so schedules run under ``SVI`` too; under :func:`pyrovae.fit` the count follows the
-    trainer's (resumes included). ``last_terms`` reports the weight used, as ``beta``.
+    each ``loss_and_grads``/``differentiable_loss`` call, so schedules run under ``SVI`` too;
+    under :func:`pyrovae.fit` the count follows the trainer's (resumes included).
+    ``last_terms`` reports the weight used, as ``beta``.
     """
 
     def __init__(self, loss=None, beta=1.0):

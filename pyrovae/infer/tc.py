@@ -129,7 +129,7 @@ class TraceTC_ELBO(Trace_ELBO):
         traces with log-densities computed, and ``"scale"``, the site's scale."""
         name = pick_latent_site(guide_trace, self.site, "TraceTC_ELBO")
         g, m = guide_trace.nodes[name], model_trace.nodes[name]
-        base, _ = factorised(g["fn"], name, "TraceTC_ELBO")
+        base = factorised(g["fn"], name, "TraceTC_ELBO")
         z = g["value"]  # (..., M, L)
         if base.batch_shape != z.shape or z.dim() < 2:
             raise ValueError(f"TraceTC_ELBO: site {name!r}: expected one density per data point"

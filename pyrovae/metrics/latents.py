@@ -38,7 +38,7 @@ def posterior_moments(model, data, *, site: str | None = None, batch_size: int =
     vector (``Normal(loc, scale).to_event(1)``; the guide's only latent site by default)."""
     locs, scales = [], []
     for name, g, _ in _site_batches(model, data, site, batch_size, seed):
-        base, _ = factorised(g["fn"], name, "posterior_moments")
+        base = factorised(g["fn"], name, "posterior_moments")
         locs.append(base.mean.cpu())
         scales.append(base.stddev.cpu())
     return {"loc": torch.cat(locs), "scale": torch.cat(scales)}
@@ -58,7 +58,7 @@ def per_dimension_kl(model, data, *, site: str | None = None, batch_size: int = 
     the data is the per-dimension KL bar chart (Burgess et al. 2018, fig. 3)."""
     out = []
     for name, g, m in _site_batches(model, data, site, batch_size, seed):
-        q, _ = factorised(g["fn"], name, "per_dimension_kl")
+        q = factorised(g["fn"], name, "per_dimension_kl")
         p = _per_dim(m["fn"])
         try:
             kl = kl_divergence(q, p)
