@@ -63,6 +63,7 @@ def test_disentanglement_script_reports_every_model(capsys):
     import disentanglement
 
     n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script's workers run; the data preparation too
     try:
         r = disentanglement.main(["--n", "256", "--eval-n", "128", "--steps", "4",
                                   "--batch-size", "32", "--hidden", "32", "--seeds", "0",

@@ -73,7 +73,8 @@ def test_cvae_inputs_and_errors(digits):
 
 
 def test_group_soft_threshold_is_the_prox_of_the_group_norm():
-    """prox of t * ||.||_2 (Parikh and Boyd 2014, §6.5.4): shrink the norm by t, or to 0."""
+    """The prox of t * ||.||_2 is block soft thresholding (Parikh and Boyd 2014): shrink the
+    norm by t, or to 0."""
     w = torch.tensor([[3.0, 0.1], [4.0, 0.1]])  # columns of norm 5 and 0.1414
     out = group_soft_threshold(w, 1.0, dim=0)
     torch.testing.assert_close(out[:, 0], w[:, 0] * (4 / 5))

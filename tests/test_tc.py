@@ -175,7 +175,7 @@ def test_works_on_a_users_model_and_refuses_what_it_cannot_decompose():
     TraceTC_ELBO(dataset_size=100, site="z").loss(scalar_model, scalar_guide, x)
 
 
-def test_vectorised_particles_give_the_same_terms_as_a_loop(vae_batch):
+def test_vectorised_particles_keep_the_identity_and_the_bound(vae_batch):
     vae, x = vae_batch
     a = TraceTC_ELBO(1.0, 4.0, 1.0, dataset_size=200, num_particles=3,
                      vectorize_particles=True, max_plate_nesting=1)

@@ -1,4 +1,4 @@
-r"""Capacity-annealed β-VAE (Burgess et al. 2018, §4, eq. 2).
+r"""Capacity-annealed β-VAE (Burgess et al. 2018, eq. 2).
 
 Instead of weighting the KL, the objective holds it near a target capacity C (nats per data
 point) that grows during training, so the code takes on information gradually:

@@ -1,7 +1,7 @@
 r"""InfoVAE (Zhao et al. 2019): the ELBO plus a divergence between the aggregate posterior and
 the prior, here the maximum mean discrepancy (MMD).
 
-InfoVAE maximises (Zhao, Song and Ermon 2019, eq. 6, with D = MMD as in their MMD-VAE)
+InfoVAE maximises (Zhao, Song and Ermon 2019; D = MMD, as in their MMD-VAE)
 
 .. math::
 
@@ -76,7 +76,7 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, kernel: str = "rbf",
 
 
 class TraceMMD_ELBO(Trace_ELBO):
-    r"""InfoVAE objective with MMD (Zhao et al. 2019, eq. 6) as a Pyro loss, for any model/guide
+    r"""InfoVAE objective with MMD (Zhao et al. 2019) as a Pyro loss, for any model/guide
     pair whose latent site lies in the data plate.
 
     :param alpha: information preference α (≤ 1); the KL term gets weight 1 - α.

@@ -1,7 +1,7 @@
 r"""Proximal gradient steps for a group-lasso penalty on one parameter tensor.
 
 For an objective :math:`f(w) + \lambda \sum_{\text{groups } G} \|w_G\|_2` with smooth f, the
-proximal gradient step with step size η is (Parikh and Boyd 2014, §6.5.4)
+proximal gradient step with step size η is (Parikh and Boyd 2014, the prox of a sum of norms)
 
 .. math::
 
@@ -9,7 +9,8 @@ proximal gradient step with step size η is (Parikh and Boyd 2014, §6.5.4)
    w_G \leftarrow u_G \, \max\Bigl(0,\ 1 - \frac{\eta \lambda}{\|u_G\|_2}\Bigr),
 
 which sets whole groups exactly to zero — what oi-VAE needs for its latent-to-group weights
-(Ainsworth et al. 2018, §3.2, who take plain proximal SGD steps on W and Adam on the rest).
+(Ainsworth et al. 2018, whose released code takes plain proximal SGD steps on W and Adam
+on the rest).
 
 :class:`ProximalGroupLasso` is a :class:`pyrovae.Callback` doing just that inside
 :func:`pyrovae.fit`: while training it takes the parameter's gradient away from fit's

@@ -8,11 +8,11 @@ alike, turns any Pyro ELBO of :math:`\log p(x \mid z) + \log p(z) - \log q(z \mi
 the β-VAE objective (Higgins et al. 2017, eq. 4); under
 :class:`~pyro.infer.TraceMeanField_ELBO` the analytic KL is multiplied by exactly β (it reads
 the guide site's scale). Read as an information bottleneck (Alemi et al. 2017; Burgess et al.
-2018, §3), β prices the information the code carries about x. :class:`LatentScale` is Pyro's
+2018), β prices the information the code carries about x. :class:`LatentScale` is Pyro's
 ``poutine.scale`` restricted to unobserved sites, so the likelihood keeps weight 1.
 
 A *schedule* makes β a function of the optimiser step: KL warm-up (Bowman et al. 2016;
-Sønderby et al. 2016, §2.3) raises it from 0 to 1, linearly or by another shape; the cyclical
+Sønderby et al. 2016) raises it from 0 to 1, linearly or by another shape; the cyclical
 schedule of Fu et al. (2019) repeats the ramp. Two ways to use one:
 
 - as a :class:`pyrovae.Callback` with any loss: ``fit(m, x, loss, callbacks=[KLWarmup(10000)])``
@@ -87,7 +87,7 @@ class Schedule:
     - ``"sigmoid"``: a logistic :math:`\sigma(k(u - 1/2))`, rescaled so that g(0) = 0 and
       g(1) = 1 (``k = 10``);
     - ``"step"``: ``start`` until ``delay + steps``, then ``end``;
-    - ``"cyclical"`` (Fu et al. 2019, eq. 6): the ``steps`` after ``delay`` are split into
+    - ``"cyclical"`` (Fu et al. 2019): the ``steps`` after ``delay`` are split into
       ``cycles`` periods; in each, the value rises linearly over the first ``ratio`` of the
       period and holds at ``end`` for the rest. After the last cycle it stays at ``end``.
     """
@@ -201,7 +201,7 @@ class Beta(LatentScaleSchedule):
 
 
 class KLWarmup(LatentScaleSchedule):
-    """KL warm-up (Sønderby et al. 2016, §2.3): the KL weight rises from ``start`` to ``end``
+    """KL warm-up (Sønderby et al. 2016): the KL weight rises from ``start`` to ``end``
     over ``steps`` optimiser steps after ``delay``, by ``shape`` (see :class:`Schedule`)."""
 
     def __init__(self, steps: int, *, shape: str = "linear", start: float = 0.0,

@@ -3,12 +3,12 @@ r"""Disentanglement scores of a representation against known generative factors.
 Codes are ``(N, L)`` arrays (posterior means, or Gaussian posteriors as ``loc``/``scale``),
 factors ``(N, K)`` integer classes (e.g. :class:`pyrovae.data.DSprites` factor classes).
 
-- :func:`mig` — mutual information gap (Chen et al. 2018, §5, eq. 7) with their full-dataset
+- :func:`mig` — mutual information gap (Chen et al. 2018, §5) with their full-dataset
   estimator of :math:`I(z_j; v_k)` from the Gaussian posteriors;
 - :func:`mig_histogram` — the same gap with the codes' means discretised into histogram bins and
   scikit-learn's ``mutual_info_score`` (the variant of disentanglement_lib, Locatello et al.
   2019);
-- :func:`factor_vae_score` — the majority-vote classifier of Kim and Mnih (2018, §4);
+- :func:`factor_vae_score` — the majority-vote classifier of Kim and Mnih (2018);
 - :func:`dci` — disentanglement, completeness and informativeness (Eastwood and Williams 2018)
   from gradient-boosted trees or the lasso (scikit-learn).
 
@@ -168,7 +168,7 @@ def mig_histogram(codes, factors, *, num_bins: int = 20) -> dict:
 def factor_vae_score(represent: Callable, factor_data, *, num_train: int = 800,
                      num_eval: int = 800, batch_size: int = 64, num_variance: int = 10000,
                      prune_threshold: float = 0.0, seed: int = 0) -> dict:
-    r"""FactorVAE disentanglement score (Kim and Mnih 2018, §4).
+    r"""FactorVAE disentanglement score (Kim and Mnih 2018).
 
     Each vote fixes one factor k (uniformly chosen) at a random value, draws ``batch_size``
     observations with the other factors random, represents them, divides each code dimension

@@ -70,7 +70,7 @@ def per_dimension_kl(model, data, *, site: str | None = None, batch_size: int = 
 
 def active_units(model_or_loc, data=None, *, threshold: float = 0.01, site: str | None = None,
                  batch_size: int = 256) -> dict:
-    r"""Active units (Burda et al. 2016, §5.2): dimension l is active when
+    r"""Active units (Burda et al. 2016): dimension l is active when
     :math:`A_l = \mathrm{Var}_x(\mathbb E_{q(z \mid x)}[z_l]) > 0.01`.
 
     Takes a model and data, or posterior means ``(N, L)`` directly. Returns ``{"count": int,

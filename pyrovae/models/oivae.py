@@ -2,7 +2,7 @@ r"""The output-interpretable VAE (oi-VAE; Ainsworth, Foti, Lee and Fox 2018).
 
 Observed variables come in G known groups, :math:`x = [x^{(1)}, \dots, x^{(G)}]`. Each group
 has its own generator, and all share one latent vector :math:`z \in \mathbb R^L`
-(Ainsworth et al. 2018, eq. 1):
+(Ainsworth et al. 2018):
 
 .. math::
 
@@ -11,7 +11,7 @@ has its own generator, and all share one latent vector :math:`z \in \mathbb R^L`
 
 where :math:`W^{(g)} \in \mathbb R^{p \times L}` is the first layer of generator g. Column
 :math:`w^{(g)}_{\cdot j}` carries latent dimension j into group g, and a group-sparsity prior
-on the columns — a hierarchical Gaussian whose marginal is the group lasso (their eq. 2–3) —
+on the columns — a hierarchical Gaussian whose marginal is the group lasso —
 drives whole columns to zero:
 
 .. math:: \log p(W) = -\lambda \sum_{g=1}^G \sum_{j=1}^L \|w^{(g)}_{\cdot j}\|_2 + \text{const}.
