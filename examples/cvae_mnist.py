@@ -34,7 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--latent-dim", type=int, default=16)
+    p.add_argument("--latent-dim", type=int, default=4,
+                   help="a small code leaves the class to y: with 16 dims the ELBO is better "
+                        "(-97.8 vs -115.8 nats) but samples follow y less (0.68 vs 0.91)")
     p.add_argument("--hidden", type=int, nargs="+", default=[512, 256])
     p.add_argument("--prior", default="standard", choices=("standard", "conditional"))
     p.add_argument("--train-size", type=int, default=None, help="first N training images")
