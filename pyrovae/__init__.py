@@ -6,13 +6,47 @@ Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two
 
 from . import data, infer, likelihoods, metrics, models, nn, quantize, vi
 from .checkpoint import load_model
-from .models import AE, VAE, VQVAE, VQVAE2, VAEConfig, VQVAE2Config, VQVAEConfig
+from .models import (
+    AE,
+    CVAE,
+    OIVAE,
+    VAE,
+    VQVAE,
+    VQVAE2,
+    CVAEConfig,
+    OIVAEConfig,
+    VAEConfig,
+    VQVAE2Config,
+    VQVAEConfig,
+)
 from .train import Callback, History, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AE", "VAE", "VQVAE", "VQVAE2", "Callback", "History", "TrainState", "VAEConfig",
-    "VQVAE2Config", "VQVAEConfig", "burda_lr_lambda", "data", "fit", "infer", "likelihoods",
-    "load_model", "metrics", "models", "nn", "quantize", "vi",
+    "AE",
+    "CVAE",
+    "OIVAE",
+    "VAE",
+    "VQVAE",
+    "VQVAE2",
+    "CVAEConfig",
+    "Callback",
+    "History",
+    "OIVAEConfig",
+    "TrainState",
+    "VAEConfig",
+    "VQVAE2Config",
+    "VQVAEConfig",
+    "burda_lr_lambda",
+    "data",
+    "fit",
+    "infer",
+    "likelihoods",
+    "load_model",
+    "metrics",
+    "models",
+    "nn",
+    "quantize",
+    "vi",
 ]

@@ -357,6 +357,8 @@ class _Fit:
                 raise TypeError(f"callbacks: expected Callback objects or callables, got {c!r}")
         self.callbacks = [c if isinstance(c, Callback) else _EpochEndCallback(c)
                           for c in callbacks]
+        if isinstance(self.loss, Callback) and not any(c is self.loss for c in self.callbacks):
+            self.callbacks.append(self.loss)  # a loss that follows the step (annealed target)
         self.ckpts = None if checkpoint_dir is None else \
             ckpt_io.CheckpointDir(checkpoint_dir, keep_checkpoints)
         self.saved = self.resume_path = None
@@ -699,7 +701,9 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
     :param loss: a Pyro ELBO (anything with ``loss_and_grads(model, guide, **kw)``) or a callable
         ``loss(model, guide, **kw) -> differentiable tensor``; default ``Trace_ELBO()``. A loss
         with a ``last_terms`` dict after each step has those terms logged too; one with
-        ``check_traces(model_trace, guide_trace)`` checks the sites it needs up front.
+        ``check_traces(model_trace, guide_trace)`` checks the sites it needs up front; a loss
+        that is also a :class:`Callback` is run as one (after ``callbacks``), so it can follow
+        the step count and put its state into checkpoints.
     :param epochs: passes over the data; ``steps`` caps optimiser steps (one of them needed).
     :param optimizer: a name (``"adam"``, ``"sgd"``, ...), a ``torch.optim`` class (built with
         ``lr`` and ``optimizer_args``), a factory ``params -> Optimizer`` or a ``pyro.optim`` one.

@@ -135,3 +135,21 @@ def test_vq_script_reports_usage_perplexity_mse_and_bpd(capsys, tmp_path):
     assert v["step_ratio"] == pytest.approx(v["pyrovae_step_ms"] / v["torch_step_ms"],
                                             rel=1e-3)
     assert (tmp_path / "prior_samples.png").is_file()
+
+
+def test_disentanglement_script_reports_every_model(capsys):
+    import disentanglement
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script's workers run; the data preparation too
+    try:
+        r = disentanglement.main(["--n", "256", "--eval-n", "128", "--steps", "4",
+                                  "--batch-size", "32", "--hidden", "32", "--seeds", "0",
+                                  "--jobs", "1", "--factor-vae-votes", "10",
+                                  "--factor-vae-variance", "200"])
+    finally:
+        torch.set_num_threads(n)
+    v = _values(capsys.readouterr().out)
+    for m in ("vae", "beta", "tcvae", "capacity"):
+        assert v[f"mig_{m}"] == pytest.approx(r["medians"][m]["mig"], abs=1e-4)
+        assert 0 <= v[f"mig_{m}"] <= 1

@@ -5,6 +5,8 @@
 - ``digits`` - embedded, no download;
 - ``mnist:PATH`` - a folder of MNIST IDX files or an npz with MNIST's keys;
 - ``torchvision:NAME[:ROOT]`` - a torchvision dataset on disk;
+- ``dsprites[:N]`` - N procedural dSprites images (default 50,000), labelled by shape;
+  ``dsprites:PATH.npz[:N]`` reads them from the official release file instead;
 - ``PATH.npz`` / ``PATH.npy`` - arrays.
 
 New loaders register in :data:`LOADERS` (``name -> callable(arg, **options) -> Splits``).
@@ -17,6 +19,8 @@ from pathlib import Path
 from .arrays import load_file, load_torchvision, split_arrays
 from .dataset import BINARIZE, Dataset, Splits, as_dataset, split_indices
 from .digits import load_digits
+from .dsprites import DSprites, DSpritesNPZ, load_dsprites
+from .grouped import grouped_factors
 from .mnist import load_mnist, load_mnist_arrays, read_idx
 
 
@@ -40,11 +44,31 @@ def _torchvision(arg, **kw):
     return load_torchvision(name, root or "~/data", **kw)
 
 
-LOADERS = {"digits": _digits, "mnist": _mnist, "torchvision": _torchvision}
+def _dsprites(arg, **kw):
+    path, n = None, 50000
+    if arg:
+        head, _, tail = arg.rpartition(":")
+        if arg.isdigit():
+            n = int(arg)
+        elif head and tail.isdigit():
+            path, n = head, int(tail)
+        else:
+            path = arg
+    if path is not None and not str(path).endswith(".npz"):
+        raise ValueError(
+            f"data 'dsprites': expected 'dsprites[:N]' or 'dsprites:PATH.npz[:N]', "
+            f"got 'dsprites:{arg}'"
+        )
+    kw.pop("valid_size", None)
+    return load_dsprites(n, path=path, **kw)
 
 
-def load(spec: str, *, binarize: str | None = None, seed: int = 0,
-         valid_size: int | None = None) -> Splits:
+LOADERS = {"digits": _digits, "mnist": _mnist, "torchvision": _torchvision, "dsprites": _dsprites}
+
+
+def load(
+    spec: str, *, binarize: str | None = None, seed: int = 0, valid_size: int | None = None
+) -> Splits:
     """Loads the dataset named by ``spec`` (see the module docstring) as :class:`Splits`.
 
     ``valid_size`` (MNIST-like sets) defaults to each loader's own choice.
@@ -68,7 +92,22 @@ def load(spec: str, *, binarize: str | None = None, seed: int = 0,
 
 
 __all__ = [
-    "BINARIZE", "LOADERS", "Dataset", "Splits", "as_dataset", "load", "load_digits", "load_file",
-    "load_mnist", "load_mnist_arrays", "load_torchvision", "read_idx", "split_arrays",
+    "BINARIZE",
+    "DSprites",
+    "DSpritesNPZ",
+    "LOADERS",
+    "Dataset",
+    "Splits",
+    "as_dataset",
+    "load",
+    "grouped_factors",
+    "load_digits",
+    "load_dsprites",
+    "load_file",
+    "load_mnist",
+    "load_mnist_arrays",
+    "load_torchvision",
+    "read_idx",
+    "split_arrays",
     "split_indices",
 ]

@@ -1,4 +1,4 @@
-"""Evaluation metrics that work on any model/guide pair."""
+"""Evaluation metrics that work on any model/guide pair, and disentanglement scores."""
 
 from .codebook import (
     bits_per_dim,
@@ -7,7 +7,16 @@ from .codebook import (
     reconstruction_mse,
     usage_summary,
 )
+from .disentanglement import (
+    dci,
+    discretize,
+    factor_vae_score,
+    mig,
+    mig_histogram,
+    posterior_mean_fn,
+)
 from .gradients import GradientMoments, gradient_variance
+from .latents import active_units, per_dimension_kl, posterior_moments
 from .likelihood import (
     elbo,
     importance_sampling,
@@ -16,6 +25,26 @@ from .likelihood import (
     summary,
 )
 
-__all__ = ["GradientMoments", "bits_per_dim", "code_counts", "codebook_usage", "elbo",
-           "gradient_variance", "importance_sampling", "log_likelihood", "log_weight_chunks",
-           "reconstruction_mse", "summary", "usage_summary"]
+__all__ = [
+    "GradientMoments",
+    "active_units",
+    "bits_per_dim",
+    "code_counts",
+    "codebook_usage",
+    "dci",
+    "discretize",
+    "elbo",
+    "factor_vae_score",
+    "gradient_variance",
+    "importance_sampling",
+    "log_likelihood",
+    "log_weight_chunks",
+    "mig",
+    "mig_histogram",
+    "per_dimension_kl",
+    "posterior_mean_fn",
+    "posterior_moments",
+    "reconstruction_mse",
+    "summary",
+    "usage_summary",
+]

@@ -4,12 +4,36 @@
 from .ae import AE
 from .base import MODELS, as_model, build, register_model, resolve, spec_of
 from .code_prior import AutoregressiveCategorical, CodeLevel, CodePrior
+from .cvae import CVAE, CVAEConfig
 from .discrete import BernoulliVAE, BernoulliVAEConfig, CategoricalVAE, CategoricalVAEConfig
+from .oivae import OIVAE, OIVAEConfig
 from .vae import VAE, VAEConfig
 from .vqvae import VQVAE, VQVAEConfig
 from .vqvae2 import VQVAE2, VQVAE2Config
 
-__all__ = ["AE", "AutoregressiveCategorical", "BernoulliVAE", "BernoulliVAEConfig",
-           "CategoricalVAE", "CategoricalVAEConfig", "CodeLevel", "CodePrior", "MODELS", "VAE",
-           "VAEConfig", "VQVAE", "VQVAE2", "VQVAE2Config", "VQVAEConfig", "as_model", "build",
-           "register_model", "resolve", "spec_of"]
+__all__ = [
+    "AE",
+    "AutoregressiveCategorical",
+    "BernoulliVAE",
+    "BernoulliVAEConfig",
+    "CVAE",
+    "CVAEConfig",
+    "CategoricalVAE",
+    "CategoricalVAEConfig",
+    "CodeLevel",
+    "CodePrior",
+    "MODELS",
+    "OIVAE",
+    "OIVAEConfig",
+    "VAE",
+    "VAEConfig",
+    "VQVAE",
+    "VQVAE2",
+    "VQVAE2Config",
+    "VQVAEConfig",
+    "as_model",
+    "build",
+    "register_model",
+    "resolve",
+    "spec_of",
+]

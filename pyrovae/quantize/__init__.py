@@ -15,7 +15,18 @@ from .lloyd_max import LloydMaxResult, lloyd_max
 from .nearest import nearest_code, squared_distances
 
 __all__ = [
-    "KMeansResult", "LloydMaxResult", "Quantized", "VectorQuantizer", "code_statistics",
-    "codebook_loss", "commitment_loss", "ema_update", "kmeans", "kmeans_plus_plus", "lloyd_max",
-    "nearest_code", "squared_distances", "straight_through",
+    "KMeansResult",
+    "LloydMaxResult",
+    "Quantized",
+    "VectorQuantizer",
+    "code_statistics",
+    "codebook_loss",
+    "commitment_loss",
+    "ema_update",
+    "kmeans",
+    "kmeans_plus_plus",
+    "lloyd_max",
+    "nearest_code",
+    "squared_distances",
+    "straight_through",
 ]

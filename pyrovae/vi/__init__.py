@@ -20,7 +20,16 @@ from .mixture import GaussianMixtureSVI
 from .natural_gradient import NaturalGradient, natural_gradient
 
 __all__ = [
-    "CAVIResult", "ConjugateGaussian", "EMResult", "GaussianMixture", "GaussianMixtureSVI",
-    "MeanFieldModel", "NaturalGradient", "NormalGamma", "cavi", "em_gaussian_mixture",
-    "kmeans_objective", "natural_gradient",
+    "CAVIResult",
+    "ConjugateGaussian",
+    "EMResult",
+    "GaussianMixture",
+    "GaussianMixtureSVI",
+    "MeanFieldModel",
+    "NaturalGradient",
+    "NormalGamma",
+    "cavi",
+    "em_gaussian_mixture",
+    "kmeans_objective",
+    "natural_gradient",
 ]
