@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registered model name (see `pyrovae list`) or import path module:Name")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help=SETTING_HELP)
     t.add_argument("--data", default="digits",
-                   help="digits (embedded) | mnist:PATH (IDX folder or npz) | "
-                        "torchvision:NAME[:ROOT] | FILE.npz | FILE.npy")
+                   help="digits (embedded) | dsprites[:N] (procedural) | dsprites:PATH.npz[:N] | "
+                        "mnist:PATH (IDX folder or npz) | torchvision:NAME[:ROOT] | FILE.npz | "
+                        "FILE.npy")
     t.add_argument("--binarize", default="auto",
                    choices=("auto", "dynamic", "fixed", "threshold", "none"),
                    help="auto: dynamic for a Bernoulli likelihood, none otherwise")
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam")
     t.add_argument("--lr-schedule", default=None, choices=("constant", "cosine", "burda"))
     t.add_argument("--loss", default="trace_elbo",
-                   help="trace_elbo | meanfield_elbo | tracegraph_elbo | renyi_elbo | iwae")
+                   help="a registered loss (see `pyrovae list`), e.g. trace_elbo, tc_elbo, iwae")
     t.add_argument("--loss-arg", action="append", metavar="KEY=VALUE",
                    help="loss argument, e.g. --loss-arg num_particles=5")
     t.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

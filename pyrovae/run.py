@@ -13,6 +13,7 @@ Everything is checked before the first file is written; files are replaced atomi
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -204,6 +205,14 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
     elif d["binarize"] == "none":
         d["binarize"] = None
     splits = splits.binarized(d["binarize"], d["seed"])
+    factory = infer.LOSSES.get(cfg["loss"]["name"])
+    if factory is not None and "dataset_size" not in cfg["loss"]["args"]:
+        try:  # a minibatch estimator over the data set (β-TCVAE's) needs N: it is known here
+            takes_n = "dataset_size" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_n = False
+        if takes_n:
+            cfg["loss"]["args"]["dataset_size"] = len(splits.train)
     loss_obj = infer.make_loss(cfg["loss"]["name"], **cfg["loss"]["args"])
     cfg["model_config"] = models.base.config_of(net) or cfg["model_config"]
     t = cfg["train"]

@@ -130,3 +130,16 @@ def test_user_model_through_an_import_path(tmp_path, monkeypatch):
     exact = (-0.5 * np.log(2 * np.pi * (1 + sigma**2)) - x.numpy() ** 2 / (2 * (1 + sigma**2)))
     assert m["test"]["log_likelihood"]["mean"] == pytest.approx(exact.mean(), abs=0.01)
     assert (tmp_path / "run" / "latent.png").is_file()
+
+
+def test_tc_loss_gets_the_training_set_size_and_logs_its_three_terms(tmp_path):
+    code, out = _train(tmp_path, "--loss", "tc_elbo", "--loss-arg", "beta=6", "--no-figures",
+                       "--no-inference-data", name="tc")
+    assert code == 0
+    cfg = json.loads((out / "config.json").read_text())
+    m = json.loads((out / "metrics.json").read_text())
+    n_train = 1797 - 2 * 180  # embedded digits less the valid and test splits
+    assert cfg["loss"]["args"] == {"beta": 6, "dataset_size": n_train}
+    # Chen et al. (2018, eq. 2): index-code MI + TC + dimension-wise KL = the KL estimate
+    for rec in m["history"]["steps"]:
+        assert rec["mi"] + rec["tc"] + rec["dw_kl"] == pytest.approx(rec["kl"], abs=1e-3)
