@@ -165,3 +165,18 @@ def test_disentanglement_script_reports_every_model(capsys):
     for m in ("vae", "beta", "tcvae", "capacity"):
         assert v[f"mig_{m}"] == pytest.approx(r["medians"][m]["mig"], abs=1e-4)
         assert 0 <= v[f"mig_{m}"] <= 1
+
+
+def test_step_profile_script_splits_the_whole_step(capsys):
+    pytest.importorskip("pyinstrument")
+    import step_profile
+
+    r = step_profile.main(["--data", "digits", "--cases", "mlp", "--steps", "30",
+                           "--batch-size", "16", "--interval", "0.0005"])
+    v = _values(capsys.readouterr().out)
+    fracs = [v[f"frac_{k}_mlp"] for k in step_profile.KINDS]
+    assert min(fracs) >= 0 and sum(fracs) == pytest.approx(1.0, abs=1e-3)  # every sample once
+    assert v["pyro_overhead_mlp"] == pytest.approx(
+        sum(v[f"frac_{k}_mlp"] for k in step_profile.PYRO_OWN), abs=2e-4)
+    assert v["frac_network_mlp"] > 0 and v["frac_backward_mlp"] > 0  # anchors were found
+    assert r["mlp"]["pyro_ms"] > 0 and r["mlp"]["torch_ms"] > 0
