@@ -16,6 +16,7 @@ Launch with ``torchrun`` (``torchrun --nproc_per_node 2 -m pyrovae train ...``);
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,57 @@ def join(distributed, device: torch.device) -> World | None:
         raise RuntimeError("distributed=True, but no process group with 2+ processes exists; "
                            "launch with torchrun --nproc_per_node N (or init it yourself)")
     return world
+
+
+_UNSET = object()
+_scope = _UNSET  # the world fit trains in, while a fit runs
+
+
+@contextmanager
+def scope(world: World | None):
+    """Within it, :func:`synced` returns ``world``: :func:`fit <pyrovae.fit>` declares the group
+    its step is data-parallel over (``None``: a single-process fit, even when a group exists)."""
+    global _scope
+    previous, _scope = _scope, world
+    try:
+        yield
+    finally:
+        _scope = previous
+
+
+def synced() -> World | None:
+    """The group whose processes together make one step, for statistics a model keeps outside
+    its gradients (a VQ codebook's EMA counts, say), which must then be reduced over the global
+    batch: the world of the running :func:`fit <pyrovae.fit>`, else :func:`current` (a custom
+    loop under ``torchrun``, as with ``SyncBatchNorm``). ``None``: no one to agree with."""
+    return current() if _scope is _UNSET else _scope
+
+
+def all_reduce_(tensors: list[torch.Tensor]) -> None:
+    """Sums each of ``tensors`` across processes, in place, in one ``all_reduce`` of one flat
+    buffer (all of one dtype and device)."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n
+
+
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of ``t: (n_r, ...)`` concatenated in rank order, ``(sum n_r, ...)``,
+    on every process; the ``n_r`` may differ (rows are padded for the collective)."""
+    sizes = [torch.zeros((), dtype=torch.int64, device=t.device) for _ in
+             range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor(t.shape[0], dtype=torch.int64, device=t.device))
+    sizes = [int(s) for s in sizes]
+    most = max(sizes)
+    padded = t if t.shape[0] == most else torch.cat(
+        [t, t.new_zeros((most - t.shape[0], *t.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
 
 def broadcast_(tensors: list[torch.Tensor]) -> None:

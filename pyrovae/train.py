@@ -747,5 +747,6 @@ def fit(model, data, loss=None, *, epochs: int | None = None, steps: int | None 
                progress=progress, clip_grad_norm=clip_grad_norm, max_nonfinite=max_nonfinite,
                nonfinite_patience=nonfinite_patience, nonfinite_lr_factor=nonfinite_lr_factor,
                validation=validation, distributed=distributed, precision=precision)
-    run.setup()
-    return run.run()
+    with ddp.scope(run.world):  # statistics outside the gradients (VQ EMA) sync with the step
+        run.setup()
+        return run.run()

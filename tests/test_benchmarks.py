@@ -39,12 +39,24 @@ def _values(text):
 def test_step_overhead_script_reports_consistent_figures(capsys):
     import step_overhead
 
-    step_overhead.main(["--data", "digits", "--steps", "4", "--repeats", "2",
-                        "--batch-size", "16"])
-    v = _values(capsys.readouterr().out)
-    assert v["pyrovae_step_ms"] > 0 and v["torch_step_ms"] > 0
-    assert v["ratio"] == pytest.approx(v["pyrovae_step_ms"] / v["torch_step_ms"], rel=2e-3)
-    assert v["fit_ratio"] > 0
+    r = step_overhead.main(["--data", "digits", "--steps", "4", "--repeats", "2",
+                            "--batch-size", "16"])
+    out = capsys.readouterr().out
+    v = _values(out)
+    run = ["mlp_cpu", "conv_cpu"] + (["mlp_cuda", "conv_cuda"] if torch.cuda.is_available()
+                                     else [])
+    assert sorted(r) == sorted(run)
+    for case in run:
+        assert v[f"pyrovae_step_ms_{case}"] > 0 and v[f"torch_step_ms_{case}"] > 0
+        # the printed ratio is the measured one, and the ratio of the printed times
+        assert v[f"ratio_{case}"] == pytest.approx(r[case]["ratio"], abs=1e-4)
+        assert v[f"ratio_{case}"] == pytest.approx(
+            v[f"pyrovae_step_ms_{case}"] / v[f"torch_step_ms_{case}"], rel=1e-3)
+        assert v[f"fit_ratio_{case}"] == pytest.approx(r[case]["fit_ratio"], abs=1e-4)
+        assert re.search(rf"^{case} +16 ", out, re.M)  # its table row
+    if not torch.cuda.is_available():
+        assert "mlp_cuda: skipped, no CUDA device" in out
+    assert out.rstrip().splitlines()[-1].startswith(f"ratio_{run[-1]}: ")  # figures last
 
 
 def test_mnist_nll_script_reports_both_models(capsys):
@@ -153,3 +165,18 @@ def test_disentanglement_script_reports_every_model(capsys):
     for m in ("vae", "beta", "tcvae", "capacity"):
         assert v[f"mig_{m}"] == pytest.approx(r["medians"][m]["mig"], abs=1e-4)
         assert 0 <= v[f"mig_{m}"] <= 1
+
+
+def test_step_profile_script_splits_the_whole_step(capsys):
+    pytest.importorskip("pyinstrument")
+    import step_profile
+
+    r = step_profile.main(["--data", "digits", "--cases", "mlp", "--steps", "30",
+                           "--batch-size", "16", "--interval", "0.0005"])
+    v = _values(capsys.readouterr().out)
+    fracs = [v[f"frac_{k}_mlp"] for k in step_profile.KINDS]
+    assert min(fracs) >= 0 and sum(fracs) == pytest.approx(1.0, abs=1e-3)  # every sample once
+    assert v["pyro_overhead_mlp"] == pytest.approx(
+        sum(v[f"frac_{k}_mlp"] for k in step_profile.PYRO_OWN), abs=2e-4)
+    assert v["frac_network_mlp"] > 0 and v["frac_backward_mlp"] > 0  # anchors were found
+    assert r["mlp"]["pyro_ms"] > 0 and r["mlp"]["torch_ms"] > 0

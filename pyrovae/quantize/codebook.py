@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .. import distributed as ddp
 from .kmeans import kmeans
 from .nearest import nearest_code
 
@@ -136,6 +137,10 @@ class VectorQuantizer(nn.Module):
     - ``restart_threshold``: after each update, codes whose moving-average count (assignments
       per batch, decay ``decay``) is below it are moved onto random encoder outputs of the
       current batch; 0 disables restarts.
+
+    Under data-parallel training (:func:`pyrovae.fit` on a ``torch.distributed`` group) these
+    updates use the global batch: statistics are summed across processes, and k-means and the
+    restarts' draws run on rank 0 over the gathered encoder outputs (see :meth:`update`).
     """
 
     def __init__(self, num_codes: int = 512, code_dim: int = 64, *, beta: float = 0.25,
@@ -211,16 +216,30 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, indices: torch.Tensor) -> None:
-        """The per-batch codebook bookkeeping for encoder outputs ``z: (N, D)`` assigned
+        r"""The per-batch codebook bookkeeping for encoder outputs ``z: (N, D)`` assigned
         ``indices: (N,)``: k-means initialisation while it is pending, else the EMA step (and the
-        usage count in either mode), then dead-code restarts."""
+        usage count in either mode), then dead-code restarts.
+
+        Data-parallel (:func:`pyrovae.distributed.synced` names a group, as inside a distributed
+        :func:`~pyrovae.fit`), the processes' shares of the global batch act as one batch: the
+        counts and sums :math:`n_i, \sum_{j: k_j = i} z_j` are summed across processes before
+        the EMA step, k-means runs on the gathered encoder outputs and the restarts draw from
+        them, each on rank 0 with the result broadcast. W processes then keep the codebook one
+        process with their batches together would (every process must call this in step)."""
+        world = ddp.synced()
         if not bool(self.initialized):
-            self._init_vectors.append(z.clone())
+            self._init_vectors.append(z.clone() if world is None else ddp.gather_rows(z))
             if len(self._init_vectors) >= self.kmeans_init:
-                self._initialize(torch.cat(self._init_vectors))
+                if world is None or world.is_main:
+                    self._initialize(torch.cat(self._init_vectors))
                 self._init_vectors = []
+                if world is not None:
+                    ddp.broadcast_(self._statistics())
+                    self.initialized.fill_(True)
             return
-        counts, sums = code_statistics(z, indices, self.num_codes)
+        counts, sums = code_statistics(z, indices, self.num_codes)  # (K,), (K, D)
+        if world is not None:  # statistics of the global batch
+            ddp.all_reduce_([counts, sums])
         if self.ema:
             count, total, codebook = ema_update(self.ema_count, self.ema_sum, counts, sums,
                                                 self.decay, self.eps)
@@ -231,6 +250,10 @@ class VectorQuantizer(nn.Module):
             self.ema_count.mul_(self.decay).add_((1 - self.decay) * counts)
         if self.restart_threshold > 0:
             self.restart_dead_codes(z)
+
+    def _statistics(self) -> list[torch.Tensor]:
+        """The tensors the bookkeeping writes: codebook, counts and (EMA) sums."""
+        return [self.codebook, self.ema_count] + ([self.ema_sum] if self.ema else [])
 
     @torch.no_grad()
     def _initialize(self, z: torch.Tensor) -> None:
@@ -255,13 +278,22 @@ class VectorQuantizer(nn.Module):
     def restart_dead_codes(self, z: torch.Tensor) -> torch.Tensor:
         """Moves codes whose moving-average count is below ``restart_threshold`` onto random rows
         of ``z: (N, D)``; returns their indices. A restarted code's count is reset to the
-        average per code, ``N / K`` (at least the threshold), so it has time to be used."""
+        average per code, ``N / K`` (at least the threshold), so it has time to be used.
+        Data-parallel, the rows are those of every process and rank 0 draws the pick."""
         dead = (self.ema_count < self.restart_threshold).nonzero().squeeze(1)
-        if dead.numel() == 0:
+        if dead.numel() == 0:  # the counts agree across processes, so all return here or none
             return dead
+        world = ddp.synced()
+        if world is not None:
+            z = ddp.gather_rows(z)  # (N, D), the global batch
         n = z.shape[0]
-        pick = torch.randperm(n, device=z.device)[:dead.numel()] if n >= dead.numel() \
-            else torch.randint(n, (dead.numel(),), device=z.device)
+        if world is None or world.is_main:
+            pick = torch.randperm(n, device=z.device)[:dead.numel()] if n >= dead.numel() \
+                else torch.randint(n, (dead.numel(),), device=z.device)
+        else:
+            pick = torch.empty(dead.numel(), dtype=torch.int64, device=z.device)
+        if world is not None:
+            ddp.broadcast_([pick])
         count = max(n / self.num_codes, self.restart_threshold)
         self.codebook[dead] = z[pick].to(self.codebook.dtype)
         self.ema_count[dead] = count
