@@ -138,7 +138,8 @@ class TraceNVAE_ELBO(Callback):
             self.step += 1
         self.last_terms = {"recon": float(-recon.detach()) / batch,
                            "kl": float(sum(k.detach().sum() for k in kls)) / batch,
-                           "beta": beta, "spectral": float(spectral), "bn": float(bn)}
+                           "beta": beta, "spectral": float(spectral.detach()),
+                           "bn": float(bn.detach())}
         return loss
 
     def state_dict(self) -> dict:

@@ -132,11 +132,12 @@ class TwoLayerVAE(PyroModule):
         """The generative model from the top; ``x=None`` samples it."""
         c = self.config
         L = len(c.latent_dims)
+        down, head = self.down, self.head  # read once: see LadderVAE.top_down
         z = pyro.sample(f"z{L}", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
         for l in range(L - 1, 0, -1):  # noqa: E741  (layer index as in the papers)
-            loc, scale = self.head(full_precision(self.down[l](z)))  # (..., B, d_l)
+            loc, scale = head(full_precision(down[l](z)))  # (..., B, d_l)
             z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
-        params = full_precision(self.down[0](z))  # (..., B, *param_shape)
+        params = full_precision(down[0](z))  # (..., B, *param_shape)
         return pyro.sample("x", self.likelihood(params), obs=x), params
 
     @pyro_method
@@ -147,9 +148,9 @@ class TwoLayerVAE(PyroModule):
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
-            h = x
+            h, head = x, self.head
             for l, net in enumerate(self.up, start=1):  # noqa: E741
-                loc, scale = self.head(full_precision(net(h)))  # (..., B, d_l)
+                loc, scale = head(full_precision(net(h)))  # (..., B, d_l)
                 h = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()
@@ -256,23 +257,30 @@ class LadderVAE(PyroModule):
     def check_data(self, x: torch.Tensor, name: str = "data") -> None:
         self.likelihood.check_data(x, name)
 
-    def top_down(self, l: int, z_above: torch.Tensor):  # noqa: E741
-        """``(mu_p, sigma_p)`` of ``p(z_l | z_{l+1})`` (1-based ``l < L``), ``(..., d_l)``."""
-        return self.head(full_precision(self.down_heads[l - 1](self.down[l - 1](z_above))))
+    def top_down(self, l: int, z_above: torch.Tensor, nets=None):  # noqa: E741
+        """``(mu_p, sigma_p)`` of ``p(z_l | z_{l+1})`` (1-based ``l < L``), ``(..., d_l)``.
+        ``nets``: ``(down, down_heads, head)`` read once by the caller (a PyroModule
+        registers a plain submodule's parameters at every attribute access)."""
+        down, heads, head = nets if nets is not None else self._td_nets()
+        return head(full_precision(heads[l - 1](down[l - 1](z_above))))
+
+    def _td_nets(self):
+        return self.down, self.down_heads, self.head
 
     def bottom_up(self, x: torch.Tensor):
         """``[(mu_hat_l, sigma_hat_l)]`` for l = 1..L, each ``(B, d_l)``."""
-        out, h = [], x
+        out, h, normal = [], x, self.head
         for block, head in zip(self.up, self.up_heads):
             h = block(h)  # (B, hidden_l)
-            out.append(self.head(full_precision(head(h))))
+            out.append(normal(full_precision(head(h))))
         return out
 
     def _generate(self, x):
         L = len(self.config.latent_dims)
+        nets = self._td_nets()
         z = pyro.sample(f"z{L}", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
         for l in range(L - 1, 0, -1):  # noqa: E741
-            loc, scale = self.top_down(l, z)  # (..., B, d_l)
+            loc, scale = self.top_down(l, z, nets)  # (..., B, d_l)
             z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
         params = full_precision(self.decoder(z))  # (..., B, *param_shape)
         return pyro.sample("x", self.likelihood(params), obs=x), params
@@ -285,11 +293,11 @@ class LadderVAE(PyroModule):
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         L = len(self.config.latent_dims)
-        up = self.bottom_up(x)
+        up, nets = self.bottom_up(x), self._td_nets()
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample(f"z{L}", dist.Normal(*up[L - 1]).to_event(1))
             for l in range(L - 1, 0, -1):  # noqa: E741
-                loc, scale = precision_weighted_merge(*up[l - 1], *self.top_down(l, z))
+                loc, scale = precision_weighted_merge(*up[l - 1], *self.top_down(l, z, nets))
                 z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
 
     @torch.no_grad()

@@ -259,15 +259,18 @@ class NVAE(PyroModule):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Bottom-up features for groups 1..N (top first), each ``(B, C_s, h_s, w_s)``."""
+        # a PyroModule registers a plain submodule's parameters at each attribute access:
+        # read each container once per call
+        cells, down = self.enc_cells, self.enc_down
         h = self.stem(x)  # (B, C, H/2, W/2)
         feats, i = [], 0
         for s in range(self.config.latent_scales):
             for _ in range(self.config.groups_per_scale):
-                h = self.enc_cells[i](h)
+                h = cells[i](h)
                 feats.append(h)
                 i += 1
             if s < self.config.latent_scales - 1:
-                h = self.enc_down[s](h)
+                h = down[s](h)
         # the top group reads the last features through enc_top; the others, in reverse order,
         # the features one cell below (NVAE's bidirectional encoder)
         return [self.enc_top(feats[-1])] + feats[-2::-1]
@@ -279,27 +282,30 @@ class NVAE(PyroModule):
         k = self.config.latent_channels
         floor = self.config.min_scale
         h = self.h0  # (C_top, h, w): broadcast against z's batch dims at the first combine
+        dec_up, dec_cells, prior_nets = self.dec_up, self.dec_cells, self.prior_nets
+        enc_mix, post_nets, combine = self.enc_mix, self.post_nets, self.combine
+        zero = self._zero
         up = 0
         for i, shape in enumerate(self.group_shapes()):
             if i > 0:
                 if self.group_scale[i] != self.group_scale[i - 1]:
-                    h = apply_images(self.dec_up[up], h)  # (..., C_s, h_s, w_s)
+                    h = apply_images(dec_up[up], h)  # (..., C_s, h_s, w_s)
                     up += 1
-                h = apply_images(self.dec_cells[i - 1], h)
-                ploc, praw = apply_images(self.prior_nets[i - 1], h).split(k, dim=-3)
+                h = apply_images(dec_cells[i - 1], h)
+                ploc, praw = apply_images(prior_nets[i - 1], h).split(k, dim=-3)
                 pscale = _scale(praw, floor)  # (..., k, h_s, w_s)
             else:
-                ploc = self._zero.expand(shape)
-                pscale = (self._zero + 1).expand(shape)
+                ploc = zero.expand(shape)
+                pscale = (zero + 1).expand(shape)
             if feats is None:
                 fn = dist.Normal(ploc, pscale)
             else:
-                f = feats[i] if i == 0 else feats[i] + apply_images(self.enc_mix[i - 1], h)
-                dloc, draw = apply_images(self.post_nets[i], f).split(k, dim=-3)
+                f = feats[i] if i == 0 else feats[i] + apply_images(enc_mix[i - 1], h)
+                dloc, draw = apply_images(post_nets[i], f).split(k, dim=-3)
                 fn = ResidualNormal(ploc, pscale, dloc, _scale(draw, floor))
             z = pyro.sample(f"z{i + 1}", fn.to_event(3))  # (..., B, k, h_s, w_s)
             h = h.expand(*z.shape[:-3], *h.shape[-3:])
-            h = apply_images(self.combine[i], torch.cat([h, z], dim=-3))
+            h = apply_images(combine[i], torch.cat([h, z], dim=-3))
         return h
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
