@@ -153,3 +153,24 @@ def test_disentanglement_script_reports_every_model(capsys):
     for m in ("vae", "beta", "tcvae", "capacity"):
         assert v[f"mig_{m}"] == pytest.approx(r["medians"][m]["mig"], abs=1e-4)
         assert 0 <= v[f"mig_{m}"] <= 1
+
+
+def test_mnist_likelihood_script_reports_every_model(capsys):
+    import mnist_likelihood
+
+    threads = torch.get_num_threads()
+    try:
+        r = mnist_likelihood.main(["--data", "digits", "--budget-seconds", "1.5",
+                                   "--num-samples", "10", "--test-size", "40", "--threads", "1",
+                                   "--warmup-steps", "5", "--nvae-warmup-steps", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    v = _values(out)
+    for m in ("vae", "iwae", "two_layer", "ladder", "nvae"):
+        assert v[f"nll_{m}"] == pytest.approx(r[m]["nll"], abs=1e-3)
+        assert 0 < v[f"nll_{m}"] < 64 * 0.6932 * (1.2 if m in ("iwae", "nvae") else 1)
+        assert v[f"steps_{m}"] >= 1 and v[f"train_s_{m}"] >= 1.5
+    for m in ("vae", "two_layer", "ladder"):  # hundreds of cheap steps: they learn
+        assert v[f"nll_{m}"] < 64 * 0.6932  # better than fair coins on 64 pixels
+    assert "86.76" in out and "78.01" in out  # the papers' figures beside ours

@@ -227,3 +227,4 @@ def test_registered_for_the_cli_and_configs_checked():
         pyrovae.NVAEConfig(input_shape=(1, 6, 6), latent_scales=2)
     with pytest.raises(ValueError, match="hidden: expected one tuple of widths"):
         pyrovae.TwoLayerVAEConfig(latent_dims=(4, 2), hidden=((8,),))
+
