@@ -186,7 +186,7 @@ def test_models_train_without_nan_and_bound_log_likelihood(make, loss, digits):
     m = make()
     kw = {"num_particles": 5} if loss == "iwae" else {"steps": 20} if loss == "warmup_elbo" \
         else {"warmup_steps": 20}
-    h = pyrovae.fit(m, digits.train, pyrovae.infer.make_loss(loss, **kw), steps=40,
+    h = pyrovae.fit(m, digits.train, pyrovae.infer.make_loss(loss, **kw), steps=30,
                     batch_size=64, lr=3e-3, progress=False, log_every=10)
     losses = [r["loss"] for r in h.steps]
     assert all(math.isfinite(v) for v in losses)
