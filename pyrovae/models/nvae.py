@@ -104,9 +104,11 @@ def power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
 class SpectralRegularizer:
     r"""NVAE's smoothness penalty (§3.2): :math:`\mathcal L_{SR} = \sum_i s^{(i)}`, the sum of
     the largest singular values of every convolution weight reshaped to 2-D, estimated by
-    :func:`power_iteration` with vectors kept between calls; plus the batch-norm penalty
-    :math:`\sum_j \max_c |\gamma_{j,c}|` over the BN scales (NVAE's remedy for BN scales
-    that grow during training). ``penalties()`` returns both as differentiable scalars."""
+    :func:`power_iteration` with vectors kept between calls; plus a batch-norm penalty
+    :math:`\sum_j \max_c |\gamma_{j,c}|` over the BN layers' scales (NVAE §3.2 regularises
+    the BN scaling parameters because they can grow and make training unstable; the max
+    over channels is our choice of norm). ``penalties()`` returns both as differentiable
+    scalars."""
 
     def __init__(self, module: nn.Module, iterations: int = 1, init_iterations: int = 20):
         self.convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]

@@ -9,8 +9,8 @@ All take and return image tensors ``(..., C, H, W)`` with any number of leading 
   depthwise 5×5 conv, BN, Swish, 1×1 conv back, BN, squeeze-and-excitation (Hu et al. 2018),
   added to its input with weight 0.1.
 
-The residual branch is scaled by 0.1 (a fixed small gain, as in NVAE's implementation notes)
-so a deep stack starts near the identity.
+The residual branch is scaled by a fixed gain of 0.1 so that a deep stack starts near the
+identity map (our choice for stability at initialisation).
 """
 
 from __future__ import annotations
