@@ -38,17 +38,19 @@ MODELS = tuple(PAPER)
 
 
 class Budget(pyrovae.Callback):
-    """Stops training once ``seconds`` of wall time have passed since the first step."""
+    """Stops training once ``seconds`` of wall time have passed since the first step (or
+    after ``max_steps`` steps)."""
 
-    def __init__(self, seconds: float):
-        self.seconds, self.t0, self.steps = seconds, None, 0
+    def __init__(self, seconds: float, max_steps: int | None = None):
+        self.seconds, self.max_steps, self.t0, self.steps = seconds, max_steps, None, 0
 
     def on_train_start(self, state):
         self.t0 = time.perf_counter()
 
     def on_step_end(self, state):
         self.steps = state.step
-        if time.perf_counter() - self.t0 >= self.seconds:
+        if time.perf_counter() - self.t0 >= self.seconds or \
+                (self.max_steps is not None and self.steps >= self.max_steps):
             state.stop = True
 
 
@@ -78,6 +80,8 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--budget-seconds", type=float, default=300.0,
                    help="training wall time per model")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="also stop after this many steps (smoke tests)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=500,
@@ -116,7 +120,7 @@ def main(argv=None):
         pyro.clear_param_store()
         torch.manual_seed(args.seed)
         model, loss = build(name, shape, args.warmup_steps, args.nvae_warmup_steps)
-        budget = Budget(args.budget_seconds)
+        budget = Budget(args.budget_seconds, args.max_steps)
         t0 = time.perf_counter()
         pyrovae.fit(model, train, loss, epochs=10**6, batch_size=args.batch_size, lr=args.lr,
                     optimizer_args={"eps": 1e-4}, device=args.device, seed=args.seed,

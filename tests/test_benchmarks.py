@@ -160,7 +160,8 @@ def test_mnist_likelihood_script_reports_every_model(capsys):
 
     threads = torch.get_num_threads()
     try:
-        r = mnist_likelihood.main(["--data", "digits", "--budget-seconds", "1.5",
+        r = mnist_likelihood.main(["--data", "digits", "--budget-seconds", "120",
+                                   "--max-steps", "15", "--batch-size", "32", "--lr", "5e-3",
                                    "--num-samples", "10", "--test-size", "40", "--threads", "1",
                                    "--warmup-steps", "5", "--nvae-warmup-steps", "2"])
     finally:
@@ -169,8 +170,6 @@ def test_mnist_likelihood_script_reports_every_model(capsys):
     v = _values(out)
     for m in ("vae", "iwae", "two_layer", "ladder", "nvae"):
         assert v[f"nll_{m}"] == pytest.approx(r[m]["nll"], abs=1e-3)
-        assert 0 < v[f"nll_{m}"] < 64 * 0.6932 * (1.2 if m in ("iwae", "nvae") else 1)
-        assert v[f"steps_{m}"] >= 1 and v[f"train_s_{m}"] >= 1.5
-    for m in ("vae", "two_layer", "ladder"):  # hundreds of cheap steps: they learn
-        assert v[f"nll_{m}"] < 64 * 0.6932  # better than fair coins on 64 pixels
+        assert 0 < v[f"nll_{m}"] < 64 * 0.6932  # better than fair coins on 64 pixels
+        assert v[f"steps_{m}"] == 15 and v[f"train_s_{m}"] > 0
     assert "86.76" in out and "78.01" in out  # the papers' figures beside ours
