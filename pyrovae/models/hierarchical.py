@@ -165,9 +165,10 @@ class TwoLayerVAE(PyroModule):
 
 @dataclass
 class LadderVAEConfig:
-    """Shape of a Ladder VAE. Defaults follow Sønderby et al. (2016, §3)'s MNIST model: five
-    stochastic layers of 64, 32, 16, 8, 4 units, two-layer MLPs of 512, 256, 128, 64, 32 units
-    between them, batch norm and leaky ReLU."""
+    """Shape of a Ladder VAE. Defaults follow Sønderby et al. (2016)'s MNIST model: five
+    stochastic layers of 64, 32, 16, 8, 4 units with deterministic layers of 512, 256, 128, 64,
+    32 units between them and batch norm; the depth of each block (2) and the leaky ReLU are
+    our choices."""
 
     input_shape: tuple[int, ...] = (1, 28, 28)  # one datum: (C, H, W) or (D,)
     latent_dims: tuple[int, ...] = (64, 32, 16, 8, 4)  # sizes of z1 (bottom) ... zL (top)
