@@ -180,3 +180,22 @@ def test_step_profile_script_splits_the_whole_step(capsys):
         sum(v[f"frac_{k}_mlp"] for k in step_profile.PYRO_OWN), abs=2e-4)
     assert v["frac_network_mlp"] > 0 and v["frac_backward_mlp"] > 0  # anchors were found
     assert r["mlp"]["pyro_ms"] > 0 and r["mlp"]["torch_ms"] > 0
+
+def test_mnist_likelihood_script_reports_every_model(capsys):
+    import mnist_likelihood
+
+    threads = torch.get_num_threads()
+    try:
+        r = mnist_likelihood.main(["--data", "digits", "--budget-seconds", "120",
+                                   "--max-steps", "15", "--batch-size", "32", "--lr", "5e-3",
+                                   "--num-samples", "10", "--test-size", "40", "--threads", "1",
+                                   "--warmup-steps", "5", "--nvae-warmup-steps", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    v = _values(out)
+    for m in ("vae", "iwae", "two_layer", "ladder", "nvae"):
+        assert v[f"nll_{m}"] == pytest.approx(r[m]["nll"], abs=1e-3)
+        assert 0 < v[f"nll_{m}"] < 64 * 0.6932  # better than fair coins on 64 pixels
+        assert v[f"steps_{m}"] == 15 and v[f"train_s_{m}"] > 0
+    assert "86.76" in out and "78.01" in out  # the papers' figures beside ours

@@ -19,6 +19,7 @@ from .vq_elbo import TraceVQ_ELBO, vq_terms
 # These import pyrovae.train (for Callback), which imports elbo_terms from here: keep them below.
 from .capacity import TraceCapacity_ELBO
 from .mmd import TraceMMD_ELBO, mmd2
+from .nvae_elbo import TraceNVAE_ELBO
 from .proximal import ProximalGroupLasso, group_soft_threshold
 from .schedules import (
     Beta,
@@ -73,6 +74,7 @@ LOSSES = {
     "capacity_elbo": TraceCapacity_ELBO,
     "tc_elbo": TraceTC_ELBO,
     "mmd_elbo": TraceMMD_ELBO,
+    "nvae_elbo": TraceNVAE_ELBO,  # NVAE: spectral/BN regularisers, KL warm-up and balancing
 }
 
 
@@ -102,6 +104,7 @@ __all__ = [
     "TraceConcrete_ELBO",
     "TraceEnumGuide_ELBO",
     "TraceMMD_ELBO",
+    "TraceNVAE_ELBO",
     "TraceScore_ELBO",
     "TraceTC_ELBO",
     "TraceVQ_ELBO",

@@ -6,6 +6,8 @@ from .base import MODELS, as_model, build, register_model, resolve, spec_of
 from .code_prior import AutoregressiveCategorical, CodeLevel, CodePrior
 from .cvae import CVAE, CVAEConfig
 from .discrete import BernoulliVAE, BernoulliVAEConfig, CategoricalVAE, CategoricalVAEConfig
+from .hierarchical import LadderVAE, LadderVAEConfig, TwoLayerVAE, TwoLayerVAEConfig
+from .nvae import NVAE, NVAEConfig
 from .oivae import OIVAE, OIVAEConfig
 from .vae import VAE, VAEConfig
 from .vqvae import VQVAE, VQVAEConfig
@@ -22,9 +24,15 @@ __all__ = [
     "CategoricalVAEConfig",
     "CodeLevel",
     "CodePrior",
+    "LadderVAE",
+    "LadderVAEConfig",
     "MODELS",
+    "NVAE",
+    "NVAEConfig",
     "OIVAE",
     "OIVAEConfig",
+    "TwoLayerVAE",
+    "TwoLayerVAEConfig",
     "VAE",
     "VAEConfig",
     "VQVAE",

@@ -1,0 +1,336 @@
+r"""NVAE (Vahdat and Kautz 2020) at small scale, as a Pyro model/guide pair.
+
+Latents come in *groups* of ``latent_channels`` feature maps at one or more spatial scales;
+group 1 sits at the coarsest scale (the paper's numbering: :math:`z_1` is the top). The
+generative model runs a top-down path of :class:`~pyrovae.nn.nvae_cells.DecoderCell` blocks
+from a learned constant :math:`h_0`:
+
+.. math:: p(z) = \prod_l p(z_l \mid z_{<l}), \quad p(z_1) = \mathcal N(0, I), \quad
+          p(z_l \mid z_{<l}) = \mathcal N(\mu_{p,l}(h_l), \sigma_{p,l}^2(h_l)),
+
+where :math:`h_l` is the top-down state after :math:`z_{<l}`; :math:`p(x \mid z)` is read from
+the final state. The guide runs a bottom-up :class:`~pyrovae.nn.nvae_cells.EncoderCell` tower
+once, then the *same* top-down path (shared parameters, the same :math:`h_l`), and sets each
+posterior relative to its prior (NVAE eq. 2, "residual normal"):
+
+.. math:: q(z_l \mid z_{<l}, x) = \mathcal N(\mu_{p,l} + \Delta\mu_l,\;
+          \sigma_{p,l}\cdot\Delta\sigma_l),
+          \qquad \mathrm{KL}(q \,\|\, p) = \tfrac12\Big(\frac{\Delta\mu_l^2}{\sigma_{p,l}^2}
+          + \Delta\sigma_l^2 - 1\Big) - \log\Delta\sigma_l
+
+(:func:`residual_normal_kl`), with :math:`(\Delta\mu_l, \Delta\sigma_l)` from the encoder
+features of the matching depth combined with :math:`h_l`. Every group is a sample site
+``"z1"`` ... ``"zN"`` inside ``pyro.plate("data")`` with event dim 3, sampled in the same
+order in model and guide, so ``Trace_ELBO``, ``TraceMeanField_ELBO`` (analytic KL per group)
+and :func:`pyrovae.metrics.log_likelihood` apply. :class:`pyrovae.infer.TraceNVAE_ELBO` adds
+the spectral and batch-norm regularisers (:class:`SpectralRegularizer`) and KL warm-up with
+KL balancing across groups.
+
+Reference: Vahdat and Kautz (2020) NVAE: a deep hierarchical variational autoencoder, NeurIPS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule, pyro_method
+from torch import nn
+from torch.distributions.utils import broadcast_all
+
+from ..likelihoods import LIKELIHOODS
+from ..likelihoods import likelihood as make_likelihood
+from ..nn.layers import as_shape
+from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
+from .base import register_model
+from .vae import _one_of, full_precision
+
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
+
+
+class ResidualNormal(dist.Normal):
+    r""":math:`\mathcal N(\mu_p + \Delta\mu, (\sigma_p\Delta\sigma)^2)`: a Normal parametrised
+    relative to a prior :math:`\mathcal N(\mu_p, \sigma_p^2)` (NVAE eq. 2). Behaves as the
+    Normal it equals; keeps ``prior_loc``, ``prior_scale``, ``delta_loc``, ``delta_scale`` so
+    the KL to the prior can be computed from the residuals (:func:`residual_normal_kl`)."""
+
+    def __init__(self, prior_loc, prior_scale, delta_loc, delta_scale, validate_args=None):
+        self.prior_loc, self.prior_scale, self.delta_loc, self.delta_scale = broadcast_all(
+            prior_loc, prior_scale, delta_loc, delta_scale)
+        super().__init__(self.prior_loc + self.delta_loc, self.prior_scale * self.delta_scale,
+                         validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return ResidualNormal(self.prior_loc.expand(shape), self.prior_scale.expand(shape),
+                              self.delta_loc.expand(shape), self.delta_scale.expand(shape),
+                              validate_args=self.__dict__.get("_validate_args"))
+
+
+def residual_normal_kl(delta_loc: torch.Tensor, delta_scale: torch.Tensor,
+                       prior_scale: torch.Tensor) -> torch.Tensor:
+    r"""Elementwise :math:`\mathrm{KL}(\mathcal N(\mu_p + \Delta\mu, \sigma_p^2\Delta\sigma^2)
+    \,\|\, \mathcal N(\mu_p, \sigma_p^2)) = \frac12\big(\Delta\mu^2/\sigma_p^2 + \Delta\sigma^2
+    - 1\big) - \log\Delta\sigma` (Vahdat and Kautz 2020, eq. 2). It does not depend on
+    :math:`\mu_p`, and the posterior's own scale enters only through :math:`\Delta\sigma`."""
+    return 0.5 * ((delta_loc / prior_scale).pow(2) + delta_scale.pow(2) - 1.0) \
+        - delta_scale.log()
+
+
+def power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                    iterations: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Largest singular value of ``weight`` reshaped to ``(out, -1)`` by power iteration.
+
+    Alternates :math:`v \leftarrow W^\top u / \|W^\top u\|`, :math:`u \leftarrow Wv/\|Wv\|`
+    ``iterations`` times from the given ``u: (out,)``, ``v: (in,)`` (no gradient through them)
+    and returns :math:`(\sigma = u^\top W v, u, v)`; :math:`\sigma` is differentiable in ``W``
+    with gradient :math:`u v^\top`, the gradient of the spectral norm (Miyato et al. 2018;
+    NVAE §3.2 uses it, one iteration per step from persistent vectors).
+    """
+    w = weight.reshape(weight.shape[0], -1)  # (out, in)
+    with torch.no_grad():
+        wd = w.detach()
+        for _ in range(iterations):
+            v = F.normalize(wd.t() @ u, dim=0, eps=1e-12)  # (in,)
+            u = F.normalize(wd @ v, dim=0, eps=1e-12)  # (out,)
+    return u @ (w @ v), u, v
+
+
+class SpectralRegularizer:
+    r"""NVAE's smoothness penalty (§3.2): :math:`\mathcal L_{SR} = \sum_i s^{(i)}`, the sum of
+    the largest singular values of every convolution weight reshaped to 2-D, estimated by
+    :func:`power_iteration` with vectors kept between calls; plus a batch-norm penalty
+    :math:`\sum_j \max_c |\gamma_{j,c}|` over the BN layers' scales (NVAE §3.2 regularises
+    the BN scaling parameters because they can grow and make training unstable; the max
+    over channels is our choice of norm). ``penalties()`` returns both as differentiable
+    scalars."""
+
+    def __init__(self, module: nn.Module, iterations: int = 1, init_iterations: int = 20):
+        self.convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        self.norms = [m for m in module.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+        self.iterations, self.init_iterations = iterations, init_iterations
+        self.vectors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _init(self):
+        g = torch.Generator().manual_seed(0)
+        self.vectors = []
+        for m in self.convs:
+            w = m.weight.reshape(m.weight.shape[0], -1)
+            u = F.normalize(torch.randn(w.shape[0], generator=g), dim=0).to(w)
+            v = F.normalize(torch.randn(w.shape[1], generator=g), dim=0).to(w)
+            self.vectors.append(power_iteration(w, u, v, self.init_iterations)[1:])
+
+    def penalties(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.vectors is None:
+            self._init()
+        sigmas = []
+        for i, m in enumerate(self.convs):
+            u, v = self.vectors[i]
+            s, u, v = power_iteration(m.weight, u.to(m.weight), v.to(m.weight),
+                                      self.iterations)
+            self.vectors[i] = (u, v)
+            sigmas.append(s)
+        zero = next(iter(m.weight for m in self.convs)).new_zeros(()) if self.convs else \
+            torch.zeros(())
+        spectral = torch.stack(sigmas).sum() if sigmas else zero
+        bn = torch.stack([m.weight.abs().max() for m in self.norms]).sum() if self.norms \
+            else zero
+        return spectral, bn
+
+    def state_dict(self) -> dict:
+        return {"vectors": None if self.vectors is None else
+                [(u.cpu(), v.cpu()) for u, v in self.vectors]}
+
+    def load_state_dict(self, state: dict) -> None:
+        vec = state.get("vectors")
+        self.vectors = None if vec is None else [(u.clone(), v.clone()) for u, v in vec]
+
+
+@dataclass
+class NVAEConfig:
+    """Shape of a small NVAE for 28x28 images (sizes far below the paper's, for CPU runs)."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)  # (C, H, W); H, W divisible by 2**latent_scales
+    channels: int = 16  # feature maps at the finest latent scale (doubled per coarser scale)
+    latent_scales: int = 2  # spatial scales holding latents (H/2, H/4, ... for 28: 14, 7)
+    groups_per_scale: int = 2  # latent groups at each scale
+    latent_channels: int = 4  # feature maps per latent group
+    cells_per_group: int = 1  # encoder cells and decoder cells before each group
+    expand: int = 3  # decoder-cell channel expansion (the paper uses 3 or 6)
+    likelihood: str = "bernoulli"  # p(x | z) in pyrovae.likelihoods.LIKELIHOODS
+    min_scale: float = 1e-3  # floor on prior standard deviations and on delta-sigma
+
+    def __post_init__(self):
+        self.input_shape = as_shape(self.input_shape, "input_shape")
+        if len(self.input_shape) != 3:
+            raise ValueError(f"input_shape: expected (C, H, W), got {self.input_shape}")
+        for name in ("channels", "latent_scales", "groups_per_scale", "latent_channels",
+                     "cells_per_group", "expand"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        f = 2 ** self.latent_scales
+        if self.input_shape[1] % f or self.input_shape[2] % f:
+            raise ValueError(f"input_shape: H and W must be divisible by 2**latent_scales = "
+                             f"{f}, got {self.input_shape}")
+        _one_of(self.likelihood, LIKELIHOODS, "likelihood")
+        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
+                or not 0 < self.min_scale < 1:
+            raise ValueError(f"min_scale: expected a number in (0, 1), got {self.min_scale!r}")
+
+
+def _scale(raw: torch.Tensor, floor: float) -> torch.Tensor:
+    return F.softplus(raw + _SOFTPLUS_ONE) + floor  # 1 + floor at raw = 0
+
+
+@register_model("nvae")
+class NVAE(PyroModule):
+    r"""Hierarchical VAE with residual cells and residual-normal posteriors (module docstring).
+
+    Sites ``"z1"`` (top, coarsest) ... ``"zN"`` (finest), ``N = latent_scales *
+    groups_per_scale``, each ``(B, latent_channels, h_s, w_s)``; ``"x"`` observed.
+    """
+
+    config_class = NVAEConfig
+
+    def __init__(self, config: NVAEConfig | None = None, /, **overrides):
+        super().__init__()
+        config = config if config is not None else NVAEConfig()
+        if not isinstance(config, NVAEConfig):
+            raise TypeError(f"config: expected a NVAEConfig, got {type(config).__name__}")
+        self.config = c = dataclasses.replace(config, **overrides) if overrides else config
+        self.likelihood = make_likelihood(c.likelihood, c.input_shape)
+        C0, H, W = c.input_shape
+        S, G, k = c.latent_scales, c.groups_per_scale, c.latent_channels
+        ch = [c.channels * 2 ** s for s in range(S)]  # channels at latent scale s (0: finest)
+        half = max(c.channels // 2, 1)
+        # bottom-up: stem at full size, one cell, then down to the finest latent scale
+        self.stem = nn.Sequential(nn.Conv2d(C0, half, 3, padding=1), EncoderCell(half),
+                                  nn.Conv2d(half, ch[0], 3, stride=2, padding=1))
+        self.enc_cells = nn.ModuleList(
+            nn.Sequential(*[EncoderCell(ch[s]) for _ in range(c.cells_per_group)])
+            for s in range(S) for _ in range(G))
+        self.enc_down = nn.ModuleList(nn.Conv2d(ch[s], ch[s + 1], 3, stride=2, padding=1)
+                                      for s in range(S - 1))
+        self.enc_top = nn.Sequential(nn.ELU(), nn.Conv2d(ch[-1], ch[-1], 1), nn.ELU())
+        # top-down, groups ordered top (coarsest) first
+        self.group_scale = [s for s in reversed(range(S)) for _ in range(G)]
+        gch = [ch[s] for s in self.group_scale]
+        self.h0 = nn.Parameter(torch.zeros(ch[-1], H >> S, W >> S))
+        self.dec_cells = nn.ModuleList(  # before groups 2..N
+            nn.Sequential(*[DecoderCell(gch[i], c.expand) for _ in range(c.cells_per_group)])
+            for i in range(1, len(gch)))
+        self.prior_nets = nn.ModuleList(  # groups 2..N: h -> (mu_p, raw sigma_p)
+            nn.Sequential(nn.ELU(), nn.Conv2d(gch[i], 2 * k, 3, padding=1))
+            for i in range(1, len(gch)))
+        self.enc_mix = nn.ModuleList(nn.Conv2d(gch[i], gch[i], 1) for i in range(1, len(gch)))
+        self.post_nets = nn.ModuleList(  # groups 1..N: features -> (delta mu, raw delta sigma)
+            nn.Sequential(nn.ELU(), nn.Conv2d(gch[i], 2 * k, 3, padding=1))
+            for i in range(len(gch)))
+        self.combine = nn.ModuleList(nn.Conv2d(gch[i] + k, gch[i], 1) for i in range(len(gch)))
+        self.dec_up = nn.ModuleList(  # coarse scale s+1 -> s: nearest x2 then 1x1 conv
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                          nn.Conv2d(ch[s + 1], ch[s], 1)) for s in reversed(range(S - 1)))
+        self.post = nn.Sequential(
+            DecoderCell(ch[0], c.expand), nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(ch[0], half, 1), DecoderCell(half, c.expand), nn.ELU(),
+            nn.Conv2d(half, self.likelihood.param_shape[0], 3, padding=1))
+        for net in list(self.post_nets) + list(self.prior_nets):
+            nn.init.zeros_(net[-1].weight)  # start with q = p = N(0, I) relative terms
+            nn.init.zeros_(net[-1].bias)
+        self.register_buffer("_zero", torch.zeros(()))
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_scale)
+
+    def group_shapes(self) -> list[tuple[int, int, int]]:
+        """``(latent_channels, h, w)`` of each group, top first."""
+        c = self.config
+        _, H, W = c.input_shape
+        return [(c.latent_channels, H >> (s + 1), W >> (s + 1)) for s in self.group_scale]
+
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
+        self.likelihood.check_data(x, name)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Bottom-up features for groups 1..N (top first), each ``(B, C_s, h_s, w_s)``."""
+        # a PyroModule registers a plain submodule's parameters at each attribute access:
+        # read each container once per call
+        cells, down = self.enc_cells, self.enc_down
+        h = self.stem(x)  # (B, C, H/2, W/2)
+        feats, i = [], 0
+        for s in range(self.config.latent_scales):
+            for _ in range(self.config.groups_per_scale):
+                h = cells[i](h)
+                feats.append(h)
+                i += 1
+            if s < self.config.latent_scales - 1:
+                h = down[s](h)
+        # the top group reads the last features through enc_top; the others, in reverse order,
+        # the features one cell below (NVAE's bidirectional encoder)
+        return [self.enc_top(feats[-1])] + feats[-2::-1]
+
+    def _top_down(self, feats: list[torch.Tensor] | None) -> torch.Tensor:
+        """Samples ``z1..zN`` along the shared top-down path: from the prior (``feats=None``,
+        the model) or from the residual-normal posterior (the guide). Returns the final
+        state ``(..., B, C, h, w)`` at the finest latent scale."""
+        k = self.config.latent_channels
+        floor = self.config.min_scale
+        h = self.h0  # (C_top, h, w): broadcast against z's batch dims at the first combine
+        dec_up, dec_cells, prior_nets = self.dec_up, self.dec_cells, self.prior_nets
+        enc_mix, post_nets, combine = self.enc_mix, self.post_nets, self.combine
+        zero = self._zero
+        up = 0
+        for i, shape in enumerate(self.group_shapes()):
+            if i > 0:
+                if self.group_scale[i] != self.group_scale[i - 1]:
+                    h = apply_images(dec_up[up], h)  # (..., C_s, h_s, w_s)
+                    up += 1
+                h = apply_images(dec_cells[i - 1], h)
+                ploc, praw = apply_images(prior_nets[i - 1], h).split(k, dim=-3)
+                pscale = _scale(praw, floor)  # (..., k, h_s, w_s)
+            else:
+                ploc = zero.expand(shape)
+                pscale = (zero + 1).expand(shape)
+            if feats is None:
+                fn = dist.Normal(ploc, pscale)
+            else:
+                f = feats[i] if i == 0 else feats[i] + apply_images(enc_mix[i - 1], h)
+                dloc, draw = apply_images(post_nets[i], f).split(k, dim=-3)
+                fn = ResidualNormal(ploc, pscale, dloc, _scale(draw, floor))
+            z = pyro.sample(f"z{i + 1}", fn.to_event(3))  # (..., B, k, h_s, w_s)
+            h = h.expand(*z.shape[:-3], *h.shape[-3:])
+            h = apply_images(combine[i], torch.cat([h, z], dim=-3))
+        return h
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters ``(..., *param_shape)`` from the final top-down state."""
+        return full_precision(apply_images(self.post, h))
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            h = self._top_down(None)
+            pyro.sample("x", self.likelihood(self.decode(h)), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        feats = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            self._top_down(feats)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
+        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z] with ``mean``, else x."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        with pyro.plate("data", n):
+            params = self.decode(self._top_down(None))
+        return self.likelihood.mean(params) if mean else self.likelihood(params).sample()
