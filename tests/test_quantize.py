@@ -282,3 +282,16 @@ def test_lloyd_max_rejects_bad_sources():
         lloyd_max("normal", 4)
     with pytest.raises(ValueError, match="samples cannot fill"):
         lloyd_max(torch.randn(3), 4)
+
+
+def test_quantizer_computes_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 4, ema=False, kmeans_init=0, restart_threshold=0)
+    z = torch.randn(64, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = vq(torch.nn.functional.linear(z, torch.eye(4)))  # a bf16 activation, as autocast makes
+    ref = vq(z.to(torch.bfloat16).float())
+    assert q.z_q.dtype == torch.float32 and q.commitment.dtype == torch.float32
+    torch.testing.assert_close(q.commitment, ref.commitment)  # the same fp32 arithmetic
+    d = torch.cdist(z.to(torch.bfloat16).float(), vq.codebook.detach())
+    assert torch.equal(q.indices, d.argmin(-1))

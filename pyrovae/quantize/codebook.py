@@ -201,6 +201,14 @@ class VectorQuantizer(nn.Module):
                              f"got {shape}")
 
     def forward(self, z_e: torch.Tensor) -> Quantized:
+        # Quantisation stays in fp32 under bf16 autocast: distances, losses and the EMA
+        # statistics would otherwise round to 8 bits of mantissa.
+        if z_e.dtype in (torch.bfloat16, torch.float16):
+            z_e = z_e.to(self.codebook.dtype)
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._forward(z_e)
+
+    def _forward(self, z_e: torch.Tensor) -> Quantized:
         idx = self.quantize(z_e)  # (...)
         z_q = self.embed(idx)  # (..., D); carries the codebook's gradient when it is a parameter
         commit = commitment_loss(z_e, z_q)
