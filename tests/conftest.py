@@ -25,6 +25,17 @@ def _fresh_pyro_state():
     pyro.clear_param_store()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: intra-op threads only add OpenMP hand-offs that cost more than the
+    arithmetic (up to 30x on a busy two-core machine). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; their module fixtures run under it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def mnist_path():
     if not MNIST.is_file():

@@ -11,13 +11,7 @@ from pyrovae import metrics
 from pyrovae.infer import ProximalGroupLasso, group_soft_threshold
 from pyrovae.models import CVAE, OIVAE, CVAEConfig, OIVAEConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small networks: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,7 @@ from pyrovae.infer.concrete import relax
 from pyrovae.metrics import gradient_variance
 from pyrovae.models import BernoulliVAE, BernoulliVAEConfig, CategoricalVAE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bonferroni_z(num_tests, alpha=1e-3):

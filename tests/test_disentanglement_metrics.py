@@ -10,13 +10,7 @@ from test_schedules import LinearGaussian
 
 from pyrovae import metrics
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def full_grid(sizes, repeats=1):

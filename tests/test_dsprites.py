@@ -24,12 +24,7 @@ RELEASE_SIZES = (1, 3, 6, 40, 32, 32)
 RELEASE_BASES = (737280, 245760, 40960, 1024, 32, 1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_index_order_and_values_follow_the_release():

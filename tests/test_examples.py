@@ -78,16 +78,6 @@ def test_auroc_standard_error_at_chance_is_mann_whitney_null_variance():
         assert se(0.5, n_pos, n_neg) == pytest.approx(
             math.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)))
 
-@pytest.fixture
-def one_thread():
-    """The classic-VI examples run tiny tensors: intra-op threads only add contention."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_discrete_vae_on_embedded_digits(tmp_path, one_thread):
     r = _load("discrete_vae").main(["--data", "digits", "--epochs", "2", "--latent-dims", "16",

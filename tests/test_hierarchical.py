@@ -34,14 +34,7 @@ def _two_layer(**kw):
                                hidden=((32,), (16,)), **kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread avoids OpenMP hand-offs that cost more than the
-    arithmetic (30x on a busy two-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

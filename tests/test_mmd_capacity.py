@@ -10,13 +10,7 @@ from test_schedules import LinearGaussian
 import pyrovae
 from pyrovae.infer import TraceCapacity_ELBO, TraceMMD_ELBO, mmd2, scale_latents
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

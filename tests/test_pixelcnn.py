@@ -11,14 +11,7 @@ import torch
 from pyrovae.models.code_prior import AutoregressiveCategorical, CodeLevel, CodePrior
 from pyrovae.nn import CausalSelfAttention, GatedPixelCNN
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: a second torch thread only adds contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dependencies(net, shape, k, cond=None, seed=0):

@@ -23,14 +23,7 @@ from pyrovae.quantize import (
     straight_through,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: a second torch thread only adds contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- nearest-neighbour search ---------------------------------------------------------------

@@ -19,13 +19,7 @@ from pyrovae.infer import (
     scale_latents,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class LinearGaussian(PyroModule):

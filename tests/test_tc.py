@@ -13,13 +13,7 @@ import pyrovae
 from pyrovae.infer import TraceTC_ELBO, scale_latents
 from pyrovae.infer.tc import log_weights, tc_terms
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread avoids oversubscribing shared cores
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

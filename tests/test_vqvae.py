@@ -15,14 +15,7 @@ import pyrovae
 from pyrovae import VQVAE, VQVAE2, VQVAE2Config, VQVAEConfig, cli, metrics
 from pyrovae.infer import ParticleTracer, TraceVQ_ELBO, elbo_terms
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These networks are tiny: a second torch thread only adds contention on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(input_shape=(1, 8, 8), num_codes=16, code_dim=4, downsample=1, hidden=16,
              res_hidden=8, prior_channels=8, prior_layers=2, prior_kernel=3)

@@ -92,8 +92,21 @@ class TwoLayerVAEConfig:
             raise ValueError(f"min_scale: expected a number in [0, 1], got {self.min_scale!r}")
 
 
+class _Ancestral:
+    """``sample`` for the stacks here: ancestral draws through the model's ``_generate``."""
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
+        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z1] with ``mean``, else x."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        with pyro.plate("data", n):
+            xs, params = self._generate(None)
+        return self.likelihood.mean(params) if mean else xs
+
+
 @register_model("two_layer_vae")
-class TwoLayerVAE(PyroModule):
+class TwoLayerVAE(_Ancestral, PyroModule):
     r"""Stacked VAE with a bottom-up guide (Burda et al. 2016, §5; two layers by default).
 
     Model: :math:`z_L \sim \mathcal N(0, I)`, :math:`z_l \mid z_{l+1} \sim
@@ -153,15 +166,6 @@ class TwoLayerVAE(PyroModule):
                 loc, scale = head(full_precision(net(h)))  # (..., B, d_l)
                 h = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
 
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
-        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z1] with ``mean``, else x."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        with pyro.plate("data", n):
-            xs, params = self._generate(None)
-        return self.likelihood.mean(params) if mean else xs
-
 
 @dataclass
 class LadderVAEConfig:
@@ -213,7 +217,7 @@ class _Block(nn.Module):
 
 
 @register_model("ladder_vae")
-class LadderVAE(PyroModule):
+class LadderVAE(_Ancestral, PyroModule):
     r"""Ladder VAE (Sønderby et al. 2016) with any number of stochastic layers.
 
     Generative model: :math:`p(z_L) = \mathcal N(0, I)`,
@@ -300,13 +304,4 @@ class LadderVAE(PyroModule):
             for l in range(L - 1, 0, -1):  # noqa: E741
                 loc, scale = precision_weighted_merge(*up[l - 1], *self.top_down(l, z, nets))
                 z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
-
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
-        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z1] with ``mean``, else x."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        with pyro.plate("data", n):
-            xs, params = self._generate(None)
-        return self.likelihood.mean(params) if mean else xs
 
