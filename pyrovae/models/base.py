@@ -85,6 +85,16 @@ def spec_of(model) -> str | None:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+
+def resolve_config(config, cls: type, overrides: dict):
+    """A model's config: ``config`` (default ``cls()``), type-checked, with ``overrides``
+    applied through ``dataclasses.replace`` (so the config's own checks run on the result)."""
+    config = cls() if config is None else config
+    if not isinstance(config, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"config: expected {article} {cls.__name__}, got {type(config).__name__}")
+    return dataclasses.replace(config, **overrides) if overrides else config
+
 def to_jsonable(obj):
     """Dataclasses, tuples and dicts as plain JSON values (tuples become lists)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import pyro
@@ -15,7 +14,7 @@ from torch import nn
 from .. import nn as nets
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import activation, as_shape
-from .base import register_model
+from .base import register_model, resolve_config
 
 PRIORS = ("standard", "conditional")
 
@@ -73,10 +72,7 @@ class CVAE(PyroModule):
 
     def __init__(self, config: CVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else CVAEConfig()
-        if not isinstance(config, CVAEConfig):
-            raise TypeError(f"config: expected a CVAEConfig, got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, CVAEConfig, overrides)
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         feat = c.hidden[-1]

@@ -23,7 +23,6 @@ log-likelihood of :mod:`pyrovae.metrics` and the run folder's figures work uncha
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import pyro
@@ -35,7 +34,7 @@ from torch import nn
 from ..likelihoods import likelihood as make_likelihood
 from ..nn import ACTIVATIONS, MLP
 from ..nn.layers import as_shape
-from .base import register_model
+from .base import register_model, resolve_config
 
 BASELINES = ("none", "average", "neural", "average+neural")
 
@@ -110,11 +109,7 @@ class _DiscreteVAE(PyroModule):
 
     def __init__(self, config, overrides):
         super().__init__()
-        config = config if config is not None else self.config_class()
-        if not isinstance(config, self.config_class):
-            raise TypeError(f"config: expected a {self.config_class.__name__}, "
-                            f"got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, self.config_class, overrides)
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
 

@@ -25,7 +25,6 @@ Sønderby, Raiko, Maaløe, Sønderby and Winther (2016) Ladder variational autoe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pyro
@@ -38,7 +37,7 @@ from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
-from .base import register_model
+from .base import register_model, resolve_config
 from .vae import _one_of, _positive_ints, full_precision
 
 
@@ -93,7 +92,13 @@ class TwoLayerVAEConfig:
 
 
 class _Ancestral:
-    """``sample`` for the stacks here: ancestral draws through the model's ``_generate``."""
+    """``model`` and ``sample`` for the stacks here: both run the generative pass
+    ``_generate(x)``, which scores ``x`` or (``x=None``) draws it."""
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            self._generate(x)
 
     @torch.no_grad()
     def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
@@ -120,11 +125,7 @@ class TwoLayerVAE(_Ancestral, PyroModule):
 
     def __init__(self, config: TwoLayerVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else TwoLayerVAEConfig()
-        if not isinstance(config, TwoLayerVAEConfig):
-            raise TypeError(f"config: expected a TwoLayerVAEConfig, got "
-                            f"{type(config).__name__}")
-        self.config = c = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = c = resolve_config(config, TwoLayerVAEConfig, overrides)
         self.likelihood = make_likelihood(c.likelihood, c.input_shape)
         ins = [c.input_shape] + [(d,) for d in c.latent_dims[:-1]]  # input of each q layer
         self.up = nn.ModuleList(
@@ -152,11 +153,6 @@ class TwoLayerVAE(_Ancestral, PyroModule):
             z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
         params = full_precision(down[0](z))  # (..., B, *param_shape)
         return pyro.sample("x", self.likelihood(params), obs=x), params
-
-    @pyro_method
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            self._generate(x)
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
@@ -237,10 +233,7 @@ class LadderVAE(_Ancestral, PyroModule):
 
     def __init__(self, config: LadderVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else LadderVAEConfig()
-        if not isinstance(config, LadderVAEConfig):
-            raise TypeError(f"config: expected a LadderVAEConfig, got {type(config).__name__}")
-        self.config = c = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = c = resolve_config(config, LadderVAEConfig, overrides)
         self.likelihood = make_likelihood(c.likelihood, c.input_shape)
         ins = [c.input_shape] + [(w,) for w in c.hidden[:-1]]
         self.up = nn.ModuleList(_Block(i, w, c.depth, c.activation, c.batch_norm)
@@ -289,11 +282,6 @@ class LadderVAE(_Ancestral, PyroModule):
             z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
         params = full_precision(self.decoder(z))  # (..., B, *param_shape)
         return pyro.sample("x", self.likelihood(params), obs=x), params
-
-    @pyro_method
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            self._generate(x)
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:

@@ -31,7 +31,6 @@ Reference: Vahdat and Kautz (2020) NVAE: a deep hierarchical variational autoenc
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -47,7 +46,7 @@ from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
-from .base import register_model
+from .base import register_model, resolve_config
 from .vae import _one_of, full_precision
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
@@ -201,10 +200,7 @@ class NVAE(PyroModule):
 
     def __init__(self, config: NVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else NVAEConfig()
-        if not isinstance(config, NVAEConfig):
-            raise TypeError(f"config: expected a NVAEConfig, got {type(config).__name__}")
-        self.config = c = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = c = resolve_config(config, NVAEConfig, overrides)
         self.likelihood = make_likelihood(c.likelihood, c.input_shape)
         C0, H, W = c.input_shape
         S, G, k = c.latent_scales, c.groups_per_scale, c.latent_channels

@@ -34,7 +34,6 @@ group factor analysis, ICML.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import pyro
@@ -46,7 +45,7 @@ from torch import nn
 
 from .. import nn as nets
 from ..nn.layers import activation
-from .base import register_model
+from .base import register_model, resolve_config
 
 
 @dataclass
@@ -88,10 +87,7 @@ class OIVAE(PyroModule):
 
     def __init__(self, config: OIVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else OIVAEConfig()
-        if not isinstance(config, OIVAEConfig):
-            raise TypeError(f"config: expected an OIVAEConfig, got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, OIVAEConfig, overrides)
         c = self.config
         g, p, L = len(c.group_sizes), c.group_hidden[0], c.latent_dim
         self.W = nn.Parameter(torch.randn(g, p, L) / L ** 0.5)  # (G, p, L)

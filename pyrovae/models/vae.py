@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import pyro
@@ -14,7 +13,7 @@ from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
-from .base import register_model
+from .base import register_model, resolve_config
 
 
 @dataclass
@@ -85,10 +84,7 @@ class _Autoencoder(PyroModule):
 
     def __init__(self, config: VAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else VAEConfig()
-        if not isinstance(config, VAEConfig):
-            raise TypeError(f"config: expected a VAEConfig, got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, VAEConfig, overrides)
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         self.encoder = nets.encoder(c.network, c.input_shape, self._code_features(),

@@ -39,7 +39,6 @@ the learned prior, minus the prior's code length :math:`-\log p(k^*)` instead.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -56,7 +55,7 @@ from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.resnet import ConvMapDecoder, ConvMapEncoder
 from ..quantize import Quantized, VectorQuantizer
-from .base import register_model
+from .base import register_model, resolve_config
 from .code_prior import CodeLevel, CodePrior
 
 
@@ -264,10 +263,7 @@ class VQVAE(_DiscreteLatentModel):
 
     def __init__(self, config: VQVAEConfig | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else VQVAEConfig()
-        if not isinstance(config, VQVAEConfig):
-            raise TypeError(f"config: expected a VQVAEConfig, got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, VQVAEConfig, overrides)
         c = self.config
         self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         self.encoder = ConvMapEncoder(c.input_shape[0], c.code_dim, c.hidden, c.downsample,

@@ -23,7 +23,6 @@ updates, exactly as in :mod:`pyrovae.models.vqvae` (the guide factors are named
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import pyro
@@ -36,7 +35,7 @@ from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.resnet import ConvMapDecoder, ConvMapEncoder
 from ..quantize import VectorQuantizer
-from .base import register_model
+from .base import register_model, resolve_config
 from .code_prior import CodeLevel
 from .vqvae import _DiscreteLatentModel, quantizer_factors, sample_codes
 
@@ -108,10 +107,7 @@ class VQVAE2(_DiscreteLatentModel):
 
     def __init__(self, config: VQVAE2Config | None = None, /, **overrides):
         super().__init__()
-        config = config if config is not None else VQVAE2Config()
-        if not isinstance(config, VQVAE2Config):
-            raise TypeError(f"config: expected a VQVAE2Config, got {type(config).__name__}")
-        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.config = resolve_config(config, VQVAE2Config, overrides)
         c = self.config
         d, hid = c.code_dim, c.hidden
         self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
