@@ -229,10 +229,50 @@ class DiscretizedLogistic(Likelihood):
         return ~torch.isfinite(x) | (x < 0) | (x > 1) | ((k - k.round()).abs() > 1e-3)
 
 
+class DiscretizedLogisticMixture(Likelihood):
+    r"""8-bit images under a mixture of M discretised logistics per value (Salimans et al.
+    2017, PixelCNN++, §2.1; the output of NVAE for 8-bit images, Vahdat and Kautz 2020):
+
+    .. math::
+        P(x) = \sum_{m=1}^{M} \pi_m\, P_{\mathrm{DL}}(x \mid \mu_m, s_m),
+
+    with :math:`P_{\mathrm{DL}}` the discretised logistic of
+    :class:`DiscretizedLogisticDistribution`. Every channel has its own mixture; PixelCNN++'s
+    linear dependence of a pixel's later colour channels on its earlier ones (its eq. 3) is not
+    included. Decoder outputs ``(M logits, M locs, M raw log-scales)`` stacked by channel block,
+    so ``param_shape`` is ``(3 M C, *rest)``.
+    """
+
+    def __init__(self, event_shape, num_components: int = 5, num_bins: int = 256,
+                 min_log_scale: float = -7.0):
+        if isinstance(num_components, bool) or not isinstance(num_components, int) \
+                or num_components < 1:
+            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        super().__init__(event_shape)
+        self.num_components = num_components
+        self.num_params = 3 * num_components
+        self.num_bins = int(num_bins)
+        self.min_log_scale = float(min_log_scale)
+        self.support_text = f"values k/{self.num_bins - 1} in [0, 1] (scale 8-bit pixels by 1/255)"
+
+    def forward(self, params):
+        m = self.num_components
+        blocks = self._split(params)  # 3M tensors (..., C, *rest)
+        logits = torch.stack(blocks[:m], -1)  # (..., C, *rest, M)
+        loc = torch.stack(blocks[m:2 * m], -1)
+        scale = torch.exp(torch.stack(blocks[2 * m:], -1).clamp(min=self.min_log_scale))
+        mix = dist.MixtureSameFamily(dist.Categorical(logits=logits),
+                                     DiscretizedLogisticDistribution(loc, scale, self.num_bins))
+        return mix.to_event(len(self.event_shape))
+
+    outside_support = DiscretizedLogistic.outside_support
+
+
 LIKELIHOODS = {
     "bernoulli": Bernoulli,
     "gaussian": Gaussian,
     "discretized_logistic": DiscretizedLogistic,
+    "discretized_logistic_mixture": DiscretizedLogisticMixture,
 }
 
 

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from pyrovae.likelihoods import (
+    DiscretizedLogistic,
     DiscretizedLogisticDistribution,
+    DiscretizedLogisticMixture,
     likelihood,
 )
 
@@ -92,3 +94,44 @@ def test_check_data_names_the_problem():
         likelihood("gaussian", (3,), scale=-1.0)
     # values exactly on the 8-bit grid pass
     likelihood("discretized_logistic", (3,)).check_data(torch.tensor([[0.0, 128 / 255, 1.0]]))
+
+
+def _logistic_bin_probs(loc, scale, k=256):
+    """P(x_j) for every grid value from scipy's logistic CDF (edges at the half-way points,
+    the end bins taking the tails)."""
+    edges = (np.arange(k - 1) + 0.5) / (k - 1)
+    cdf = scipy.stats.logistic.cdf(edges, loc=loc, scale=scale)
+    return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+
+
+def test_discretized_logistic_mixture_is_the_weighted_sum_of_its_components():
+    torch.manual_seed(0)
+    lik = DiscretizedLogisticMixture((1, 1, 1), num_components=3)
+    logits, locs = torch.tensor([0.3, -1.0, 1.2]), torch.tensor([0.2, 0.55, 0.8])
+    log_scales = torch.tensor([-2.0, -3.0, -2.5])
+    params = torch.cat([logits, locs, log_scales]).double().reshape(1, 9, 1, 1)
+    d = lik(params)
+    grid = (torch.arange(256, dtype=torch.float64) / 255).reshape(256, 1, 1, 1)
+    p = d.log_prob(grid).exp().numpy()  # (256,)
+    w = torch.softmax(logits.double(), 0).numpy()
+    ref = sum(w[m] * _logistic_bin_probs(locs[m].item(), np.exp(log_scales[m].item()))
+              for m in range(3))
+    np.testing.assert_allclose(p, ref, rtol=1e-9, atol=1e-14)
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert d.mean.item() == pytest.approx(float((grid.reshape(-1).numpy() * ref).sum()), abs=1e-9)
+    x = d.sample((20000,)).reshape(-1)  # on the grid, with the mixture's probabilities
+    freq = np.bincount(np.rint(x.numpy() * 255).astype(int), minlength=256) / x.numel()
+    assert np.abs(freq - ref).max() < 5 * np.sqrt(ref.max() / x.numel())
+
+
+def test_discretized_logistic_mixture_of_one_is_the_discretized_logistic():
+    torch.manual_seed(0)
+    params = torch.randn(5, 2, 3, 4)  # (B, [loc, log-scale] x C=1, 3, 4)
+    one = likelihood("discretized_logistic_mixture", (1, 3, 4), num_components=1)
+    ref = DiscretizedLogistic((1, 3, 4))
+    logits = torch.randn(5, 1, 3, 4)  # one component: its weight is 1 whatever the logit
+    x = torch.randint(0, 256, (5, 1, 3, 4)) / 255
+    torch.testing.assert_close(one(torch.cat([logits, params], 1)).log_prob(x),
+                               ref(params).log_prob(x))
+    with pytest.raises(ValueError, match="num_components: expected a positive int, got 0"):
+        DiscretizedLogisticMixture((1, 3, 4), num_components=0)
