@@ -122,23 +122,13 @@ def broadcast_(tensors: list[torch.Tensor]) -> None:
 
 def all_reduce_grads_(params: list[torch.Tensor], scalars: list[float]) -> list[float]:
     """Sums every parameter's gradient (missing ones as zeros) and ``scalars`` across processes,
-    in one ``all_reduce`` of one flat buffer; gradients are updated in place."""
-    ref = params[0]
-    parts = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), device=ref.device,
-             dtype=p.dtype) for p in params]
-    parts.append(torch.tensor(scalars, device=ref.device, dtype=ref.dtype))
-    flat = torch.cat([q.to(ref.dtype) for q in parts])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
+    in one ``all_reduce`` (:func:`all_reduce_`); gradients are updated in place."""
     for p in params:
-        n = p.numel()
-        g = flat[offset:offset + n].view_as(p)
         if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad.copy_(g)
-        offset += n
-    return flat[offset:].tolist()
+            p.grad = torch.zeros_like(p)
+    totals = torch.tensor(scalars, device=params[0].device, dtype=params[0].dtype)
+    all_reduce_([p.grad for p in params] + [totals])
+    return totals.tolist()
 
 
 def gather(obj) -> list:
