@@ -41,6 +41,29 @@ def make_pair(network: str, input_shape, seed: int = 0):
     return vae, TorchVAE.like(vae)
 
 
+class StepPair:
+    """One Adam step (lr 1e-3) on the batch ``x``: ``pyro`` for pyrovae's VAE under
+    ``Trace_ELBO``, ``torch`` for its plain-PyTorch twin; each side has its own optimiser."""
+
+    def __init__(self, vae, ref, x: torch.Tensor):
+        import pyro
+
+        self.vae, self.ref, self.x = vae, ref, x
+        self.elbo = pyro.infer.Trace_ELBO()
+        self.opt_p = torch.optim.Adam(vae.parameters(), lr=1e-3)
+        self.opt_t = torch.optim.Adam(ref.parameters(), lr=1e-3)
+
+    def pyro(self) -> None:
+        self.opt_p.zero_grad(set_to_none=True)
+        self.elbo.loss_and_grads(self.vae.model, self.vae.guide, self.x)
+        self.opt_p.step()
+
+    def torch(self) -> None:
+        self.opt_t.zero_grad(set_to_none=True)
+        self.ref.loss(self.x).backward()
+        self.opt_t.step()
+
+
 def environment() -> str:
     import platform
 

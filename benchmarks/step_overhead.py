@@ -25,7 +25,7 @@ import time
 
 import pyro
 import torch
-from _common import environment, load_data, make_pair, warm_up
+from _common import StepPair, environment, load_data, make_pair, warm_up
 from torch_vae import train_epoch
 
 import pyrovae
@@ -61,29 +61,18 @@ def measure(case, train, batch_size, steps, repeats):
     g = torch.Generator(device=dev).manual_seed(0)
     x = train.batch(torch.arange(batch_size, device=dev), g)["x"]
 
-    elbo = pyro.infer.Trace_ELBO()
-    opt_p = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    opt_t = torch.optim.Adam(ref.parameters(), lr=1e-3)
-
-    def pyro_step():
-        opt_p.zero_grad(set_to_none=True)
-        elbo.loss_and_grads(vae.model, vae.guide, x)
-        opt_p.step()
-
-    def torch_step():
-        opt_t.zero_grad(set_to_none=True)
-        ref.loss(x).backward()
-        opt_t.step()
+    pair = StepPair(vae, ref, x)
+    pyro_step, torch_step = pair.pyro, pair.torch
 
     # the whole loop: an epoch-sized slice of the data, `steps` batches
     sub = train.subset(torch.arange(steps * batch_size, device=dev))
 
     def pyro_fit():
-        pyrovae.fit(vae, sub, elbo, epochs=1, batch_size=batch_size, optimizer="adam",
+        pyrovae.fit(vae, sub, pair.elbo, epochs=1, batch_size=batch_size, optimizer="adam",
                     progress=False, seed=None, device=dev)
 
     def torch_fit():
-        train_epoch(ref, opt_t, sub.x, batch_size, g)
+        train_epoch(ref, pair.opt_t, sub.x, batch_size, g)
 
     with pyro.validation_enabled(False):  # as fit runs every step after its first
         for f in (pyro_step, torch_step):  # warm-up: allocator, lazy imports, CUDA kernels

@@ -30,7 +30,7 @@ import time
 
 import pyro
 import torch
-from _common import environment, load_data, make_pair, warm_up
+from _common import StepPair, environment, load_data, make_pair, warm_up
 from step_overhead import BATCH, NETWORK
 
 KINDS = ("network", "backward", "optimizer", "distributions", "param_store", "handlers", "elbo",
@@ -76,19 +76,8 @@ def profile_case(case, train, batch_size, steps, interval):
     vae, ref = make_pair(NETWORK[case], train.event_shape)
     g = torch.Generator().manual_seed(0)
     x = train.batch(torch.arange(batch_size), g)["x"]
-    elbo = pyro.infer.Trace_ELBO()
-    opt_p = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    opt_t = torch.optim.Adam(ref.parameters(), lr=1e-3)
-
-    def pyro_step():
-        opt_p.zero_grad(set_to_none=True)
-        elbo.loss_and_grads(vae.model, vae.guide, x)
-        opt_p.step()
-
-    def torch_step():
-        opt_t.zero_grad(set_to_none=True)
-        ref.loss(x).backward()
-        opt_t.step()
+    pair = StepPair(vae, ref, x)
+    pyro_step, torch_step = pair.pyro, pair.torch
 
     def timed(fn, n):
         t0 = time.perf_counter()

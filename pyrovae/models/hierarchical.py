@@ -62,6 +62,17 @@ def _widths(value, name: str) -> tuple[tuple[int, ...], ...]:
     return tuple(_positive_ints(v, name, allow_empty=False) for v in value)
 
 
+def _check_mlp_stack(c) -> None:
+    """The fields both MLP stacks' configs share: activation, likelihood, batch_norm, min_scale."""
+    _one_of(c.activation, nets.ACTIVATIONS, "activation")
+    _one_of(c.likelihood, LIKELIHOODS, "likelihood")
+    if not isinstance(c.batch_norm, bool):
+        raise ValueError(f"batch_norm: expected True or False, got {c.batch_norm!r}")
+    if isinstance(c.min_scale, bool) or not isinstance(c.min_scale, (int, float)) \
+            or not 0 <= c.min_scale <= 1:
+        raise ValueError(f"min_scale: expected a number in [0, 1], got {c.min_scale!r}")
+
+
 @dataclass
 class TwoLayerVAEConfig:
     """Shape of a stacked VAE; defaults are Burda et al. (2016, §5)'s two-stochastic-layer
@@ -82,13 +93,7 @@ class TwoLayerVAEConfig:
         if len(self.hidden) != len(self.latent_dims):
             raise ValueError(f"hidden: expected one tuple of widths per stochastic layer "
                              f"({len(self.latent_dims)}), got {len(self.hidden)}")
-        _one_of(self.activation, nets.ACTIVATIONS, "activation")
-        _one_of(self.likelihood, LIKELIHOODS, "likelihood")
-        if not isinstance(self.batch_norm, bool):
-            raise ValueError(f"batch_norm: expected True or False, got {self.batch_norm!r}")
-        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
-                or not 0 <= self.min_scale <= 1:
-            raise ValueError(f"min_scale: expected a number in [0, 1], got {self.min_scale!r}")
+        _check_mlp_stack(self)
 
 
 class _Ancestral:
@@ -188,13 +193,7 @@ class LadderVAEConfig:
                              f"({len(self.latent_dims)}), got {len(self.hidden)}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
             raise ValueError(f"depth: expected a positive int, got {self.depth!r}")
-        _one_of(self.activation, nets.ACTIVATIONS, "activation")
-        _one_of(self.likelihood, LIKELIHOODS, "likelihood")
-        if not isinstance(self.batch_norm, bool):
-            raise ValueError(f"batch_norm: expected True or False, got {self.batch_norm!r}")
-        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
-                or not 0 <= self.min_scale <= 1:
-            raise ValueError(f"min_scale: expected a number in [0, 1], got {self.min_scale!r}")
+        _check_mlp_stack(self)
 
 
 class _Block(nn.Module):

@@ -110,6 +110,26 @@ def quantizer_factors(suffix: str, q: Quantized, beta: float) -> None:
         vq_factor("vq_codebook" + suffix, q.codebook.sum((-2, -1)), "codebook")
 
 
+def _check_ints(c, positive, non_negative) -> None:
+    """Config fields that must be ints >= 1 (``positive``) or >= 0 (``non_negative``)."""
+    for names, low, text in ((positive, 1, "a positive int"), (non_negative, 0, "an int >= 0")):
+        for name in names:
+            v = getattr(c, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name}: expected {text}, got {v!r}")
+
+
+def _check_prior(c) -> None:
+    """The prior switch, its attention heads and the likelihood arguments (VQ-VAE and -2)."""
+    if c.prior not in ("pixelcnn", "none"):
+        raise ValueError(f"prior: expected 'pixelcnn' or 'none', got {c.prior!r}")
+    if c.prior_attention_heads and c.prior_channels % c.prior_attention_heads:
+        raise ValueError(f"prior_attention_heads: must divide prior_channels="
+                         f"{c.prior_channels}, got {c.prior_attention_heads}")
+    if not isinstance(c.likelihood_args, dict):
+        raise ValueError(f"likelihood_args: expected a dict, got {c.likelihood_args!r}")
+
+
 @dataclass
 class VQVAEConfig:
     """Shape of a VQ-VAE. Defaults: the paper's image model at MNIST scale on a CPU."""
@@ -137,15 +157,9 @@ class VQVAEConfig:
 
     def __post_init__(self):
         self.input_shape = as_shape(self.input_shape, "input_shape")
-        for name in ("num_codes", "code_dim", "hidden", "res_hidden", "prior_channels",
-                     "prior_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        for name in ("downsample", "res_blocks", "kmeans_init", "prior_attention_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        _check_ints(self, ("num_codes", "code_dim", "hidden", "res_hidden", "prior_channels",
+                           "prior_layers"), ("downsample", "res_blocks", "kmeans_init",
+                                             "prior_attention_heads"))
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape: expected an image shape (C, H, W), got "
                              f"{self.input_shape}")
@@ -153,15 +167,9 @@ class VQVAEConfig:
         if self.input_shape[1] % side or self.input_shape[2] % side:
             raise ValueError(f"input_shape: H and W must be divisible by 2**downsample = {side}, "
                              f"got {self.input_shape}")
-        if self.prior not in ("pixelcnn", "none"):
-            raise ValueError(f"prior: expected 'pixelcnn' or 'none', got {self.prior!r}")
-        if self.prior_attention_heads and self.prior_channels % self.prior_attention_heads:
-            raise ValueError(f"prior_attention_heads: must divide prior_channels="
-                             f"{self.prior_channels}, got {self.prior_attention_heads}")
+        _check_prior(self)
         if self.prior_kernel < 3 or self.prior_kernel % 2 == 0:
             raise ValueError(f"prior_kernel: expected an odd int >= 3, got {self.prior_kernel!r}")
-        if not isinstance(self.likelihood_args, dict):
-            raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
 
 
 class _DiscreteLatentModel(PyroModule):

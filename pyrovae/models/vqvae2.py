@@ -37,7 +37,13 @@ from ..nn.resnet import ConvMapDecoder, ConvMapEncoder
 from ..quantize import VectorQuantizer
 from .base import register_model, resolve_config
 from .code_prior import CodeLevel
-from .vqvae import _DiscreteLatentModel, quantizer_factors, sample_codes
+from .vqvae import (
+    _check_ints,
+    _check_prior,
+    _DiscreteLatentModel,
+    quantizer_factors,
+    sample_codes,
+)
 
 
 @dataclass
@@ -72,16 +78,10 @@ class VQVAE2Config:
 
     def __post_init__(self):
         self.input_shape = as_shape(self.input_shape, "input_shape")
-        for name in ("num_codes_top", "num_codes_bottom", "code_dim", "hidden", "res_hidden",
-                     "prior_channels", "prior_layers", "bottom_downsample", "top_downsample",
-                     "prior_attention_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        for name in ("res_blocks", "kmeans_init", "prior_attention_heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        _check_ints(self, ("num_codes_top", "num_codes_bottom", "code_dim", "hidden",
+                           "res_hidden", "prior_channels", "prior_layers", "bottom_downsample",
+                           "top_downsample", "prior_attention_every"),
+                    ("res_blocks", "kmeans_init", "prior_attention_heads"))
         if len(self.input_shape) != 3:
             raise ValueError(f"input_shape: expected an image shape (C, H, W), got "
                              f"{self.input_shape}")
@@ -90,13 +90,7 @@ class VQVAE2Config:
             raise ValueError(f"input_shape: H and W must be divisible by "
                              f"2**(bottom_downsample + top_downsample) = {side}, got "
                              f"{self.input_shape}")
-        if self.prior not in ("pixelcnn", "none"):
-            raise ValueError(f"prior: expected 'pixelcnn' or 'none', got {self.prior!r}")
-        if self.prior_attention_heads and self.prior_channels % self.prior_attention_heads:
-            raise ValueError(f"prior_attention_heads: must divide prior_channels="
-                             f"{self.prior_channels}, got {self.prior_attention_heads}")
-        if not isinstance(self.likelihood_args, dict):
-            raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
+        _check_prior(self)
 
 
 @register_model("vqvae2")
