@@ -181,7 +181,7 @@ def test_step_profile_script_splits_the_whole_step(capsys):
     assert v["frac_network_mlp"] > 0 and v["frac_backward_mlp"] > 0  # anchors were found
     assert r["mlp"]["pyro_ms"] > 0 and r["mlp"]["torch_ms"] > 0
 
-def test_mnist_likelihood_script_reports_every_model(capsys):
+def test_mnist_likelihood_script_reports_every_model(capsys, tmp_path):
     import mnist_likelihood
 
     threads = torch.get_num_threads()
@@ -189,12 +189,16 @@ def test_mnist_likelihood_script_reports_every_model(capsys):
         r = mnist_likelihood.main(["--data", "digits", "--budget-seconds", "120",
                                    "--max-steps", "15", "--batch-size", "32", "--lr", "5e-3",
                                    "--num-samples", "10", "--test-size", "40", "--threads", "1",
-                                   "--warmup-steps", "5", "--nvae-warmup-steps", "2"])
+                                   "--warmup-steps", "5", "--nvae-warmup-steps", "2",
+                                   "--save-nll", str(tmp_path)])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     v = _values(out)
-    for m in ("vae", "iwae", "two_layer", "ladder", "nvae"):
+    # paired differences on the same images: their mean is the difference of the means
+    assert v["diff_ladder_vae"] == pytest.approx(v["nll_ladder"] - v["nll_vae"], abs=2e-3)
+    assert 0 < v["diff_se_nvae_vae_bn"] < 64 * 0.6932
+    for m in ("vae", "vae_bn", "iwae", "two_layer", "ladder", "nvae"):
         assert v[f"nll_{m}"] == pytest.approx(r[m]["nll"], abs=1e-3)
         assert 0 < v[f"nll_{m}"] < 64 * 0.6932  # better than fair coins on 64 pixels
         assert v[f"steps_{m}"] == 15 and v[f"train_s_{m}"] > 0

@@ -115,6 +115,66 @@ def test_power_iteration_matches_the_spectral_norm_of_reshaped_conv_weights():
 # --- Pyro programs ----------------------------------------------------------------------------
 
 
+def _replayed_elbo(m, x, share: bool):
+    """One-sample ELBO and its gradients; ``share=False`` makes the model recompute the
+    top-down path the guide has just run."""
+    torch.manual_seed(1)
+    guide_tr = pyro.poutine.trace(m.guide).get_trace(x)
+    if not share:
+        m.__dict__.pop("_guide_path")
+    model_tr = pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_tr)).get_trace(x)
+    elbo = model_tr.log_prob_sum() - guide_tr.log_prob_sum()
+    m.zero_grad()
+    elbo.backward()
+    return elbo.detach(), [torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                           for p in m.parameters()]
+
+
+def test_nvae_model_reuses_the_guides_top_down_path_with_the_same_value_and_gradient(xb):
+    torch.manual_seed(0)
+    m = _nvae()
+    with torch.no_grad():  # away from the zero-initialised last layers (q = p at the start)
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    shared, g_shared = _replayed_elbo(m, xb, share=True)
+    fresh, g_fresh = _replayed_elbo(m, xb, share=False)
+    torch.testing.assert_close(shared, fresh, rtol=1e-6, atol=1e-4)
+    assert any(float(g.abs().max()) > 1e-3 for g in g_fresh)
+    for a, b in zip(g_shared, g_fresh):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_nvae_model_ignores_the_guides_path_when_its_draws_are_its_own(xb):
+    """A model run on its own draws after a guide call (prior sampling, another guide's
+    trace) must compute its own path: the same log p(x, z) as with no guide call before."""
+    torch.manual_seed(0)
+    m = _nvae().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        m.guide(xb)  # leaves a record behind
+        torch.manual_seed(2)
+        after_guide = pyro.poutine.trace(m.model).get_trace(xb).log_prob_sum()
+        assert "_guide_path" not in m.__dict__
+        torch.manual_seed(2)
+        alone = pyro.poutine.trace(m.model).get_trace(xb).log_prob_sum()
+        # replayed on a trace that matches up to z2 only: z3, z4 are fresh draws
+        guide_tr = pyro.poutine.trace(m.guide).get_trace(xb)
+        partial = pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_tr)).get_trace
+        for name in ("z3", "z4"):
+            del guide_tr.nodes[name]
+        torch.manual_seed(3)
+        mixed = partial(xb)
+        m.__dict__.pop("_guide_path", None)
+        torch.manual_seed(3)
+        recomputed = pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_tr)
+                                        ).get_trace(xb)
+    torch.testing.assert_close(after_guide, alone)
+    torch.testing.assert_close(mixed.log_prob_sum(), recomputed.log_prob_sum())
+    assert torch.equal(mixed.nodes["z2"]["value"], guide_tr.nodes["z2"]["value"])
+
+
+
 def _draws(loss, m, x, n):
     return torch.tensor([loss.loss(m.model, m.guide, x) for _ in range(n)])
 
@@ -237,3 +297,30 @@ def test_nvae_with_the_discretized_logistic_mixture_learns_8_bit_digits():
     assert (est["log_likelihood"] >= est["elbo"] - 1e-4).all()
     # better than every pixel uniform over its 256 values
     assert -float(est["log_likelihood"].mean()) < 64 * math.log(256)
+
+
+def test_nvae_on_rgb_digits_gains_from_pixelcnn_channel_coupling():
+    """Digits tinted with a random colour per image (R, G, B all proportional to the ink):
+    the channels of a pixel move together, which PixelCNN++'s coupled mixture can express
+    and per-channel mixtures cannot. Same seed, data and 60 steps; measured 572 vs 603 nats."""
+    raw = pyrovae.data.load("digits", binarize=None, seed=0)
+
+    def tint(x, seed):  # (N, 1, 8, 8) -> (N, 3, 8, 8) on the 8-bit grid
+        c = torch.rand(len(x), 3, 1, 1, generator=torch.Generator().manual_seed(seed))
+        return torch.round(x * (0.3 + 0.7 * c) * 255) / 255
+
+    train, test = tint(raw.train.x[:1024], 0), tint(raw.test.x[:100], 1)
+    nll = {}
+    for coupled in (True, False):
+        torch.manual_seed(0)
+        m = pyrovae.NVAE(input_shape=(3, 8, 8), channels=8, latent_scales=2,
+                         groups_per_scale=2, latent_channels=2,
+                         likelihood="discretized_logistic_mixture",
+                         likelihood_args={"coupled": coupled})
+        assert m.likelihood.param_shape == ((50 if coupled else 45), 8, 8)
+        pyrovae.fit(m, train, pyrovae.infer.make_loss("nvae_elbo", warmup_steps=20), steps=60,
+                    batch_size=64, lr=3e-3, progress=False, log_every=10**9)
+        est = pyrovae.metrics.importance_sampling(m, test, 50)
+        nll[coupled] = -float(est["log_likelihood"].mean())
+    assert nll[True] < nll[False] - 10
+    assert nll[False] < 192 * math.log(256)  # both beat uniform pixels

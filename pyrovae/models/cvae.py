@@ -15,6 +15,7 @@ from .. import nn as nets
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import activation, as_shape
 from .base import register_model, resolve_config
+from .vae import _check_likelihood_args
 
 PRIORS = ("standard", "conditional")
 
@@ -46,6 +47,7 @@ class CVAEConfig:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if not self.hidden:
             raise ValueError("hidden: expected at least one width (the encoder's feature size)")
+        _check_likelihood_args(self.likelihood_args)
         if self.network not in nets.ARCHITECTURES:
             raise ValueError(f"network: expected one of {sorted(nets.ARCHITECTURES)}, "
                              f"got {self.network!r}")

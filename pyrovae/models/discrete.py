@@ -35,6 +35,7 @@ from ..likelihoods import likelihood as make_likelihood
 from ..nn import ACTIVATIONS, MLP
 from ..nn.layers import as_shape
 from .base import register_model, resolve_config
+from .vae import _check_likelihood_args
 
 BASELINES = ("none", "average", "neural", "average+neural")
 
@@ -67,8 +68,7 @@ class _DiscreteConfig:
         if not (isinstance(self.baseline_beta, (int, float)) and 0 <= self.baseline_beta < 1):
             raise ValueError(f"baseline_beta: expected a number in [0, 1), "
                              f"got {self.baseline_beta!r}")
-        if not isinstance(self.likelihood_args, dict):
-            raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
+        _check_likelihood_args(self.likelihood_args)
 
 
 @dataclass

@@ -25,7 +25,7 @@ Sønderby, Raiko, Maaløe, Sønderby and Winther (2016) Ladder variational autoe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
@@ -38,7 +38,7 @@ from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from .base import register_model, resolve_config
-from .vae import _one_of, _positive_ints, full_precision
+from .vae import _check_likelihood_args, _one_of, _positive_ints, full_precision
 
 
 def precision_weighted_merge(loc1: torch.Tensor, scale1: torch.Tensor, loc2: torch.Tensor,
@@ -63,9 +63,11 @@ def _widths(value, name: str) -> tuple[tuple[int, ...], ...]:
 
 
 def _check_mlp_stack(c) -> None:
-    """The fields both MLP stacks' configs share: activation, likelihood, batch_norm, min_scale."""
+    """The fields both MLP stacks' configs share: activation, likelihood and its arguments,
+    batch_norm, min_scale."""
     _one_of(c.activation, nets.ACTIVATIONS, "activation")
     _one_of(c.likelihood, LIKELIHOODS, "likelihood")
+    _check_likelihood_args(c.likelihood_args)
     if not isinstance(c.batch_norm, bool):
         raise ValueError(f"batch_norm: expected True or False, got {c.batch_norm!r}")
     if isinstance(c.min_scale, bool) or not isinstance(c.min_scale, (int, float)) \
@@ -84,6 +86,7 @@ class TwoLayerVAEConfig:
     activation: str = "tanh"  # hidden-layer activation (pyrovae.nn.ACTIVATIONS)
     batch_norm: bool = False  # BatchNorm after each hidden linear layer
     likelihood: str = "bernoulli"  # p(x | z1) family in pyrovae.likelihoods.LIKELIHOODS
+    likelihood_args: dict = field(default_factory=dict)  # e.g. {"scale": "learned"}
     min_scale: float = 1e-4  # floor on every standard deviation
 
     def __post_init__(self):
@@ -131,7 +134,7 @@ class TwoLayerVAE(_Ancestral, PyroModule):
     def __init__(self, config: TwoLayerVAEConfig | None = None, /, **overrides):
         super().__init__()
         self.config = c = resolve_config(config, TwoLayerVAEConfig, overrides)
-        self.likelihood = make_likelihood(c.likelihood, c.input_shape)
+        self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         ins = [c.input_shape] + [(d,) for d in c.latent_dims[:-1]]  # input of each q layer
         self.up = nn.ModuleList(
             nets.MLP(i, 2 * d, h, c.activation, c.batch_norm)
@@ -182,6 +185,7 @@ class LadderVAEConfig:
     activation: str = "leaky_relu"  # hidden-layer activation (pyrovae.nn.ACTIVATIONS)
     batch_norm: bool = True  # BatchNorm after each hidden linear layer (the paper's choice)
     likelihood: str = "bernoulli"  # p(x | z1) family in pyrovae.likelihoods.LIKELIHOODS
+    likelihood_args: dict = field(default_factory=dict)  # e.g. {"scale": "learned"}
     min_scale: float = 1e-4  # floor on every standard deviation
 
     def __post_init__(self):
@@ -233,7 +237,7 @@ class LadderVAE(_Ancestral, PyroModule):
     def __init__(self, config: LadderVAEConfig | None = None, /, **overrides):
         super().__init__()
         self.config = c = resolve_config(config, LadderVAEConfig, overrides)
-        self.likelihood = make_likelihood(c.likelihood, c.input_shape)
+        self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         ins = [c.input_shape] + [(w,) for w in c.hidden[:-1]]
         self.up = nn.ModuleList(_Block(i, w, c.depth, c.activation, c.batch_norm)
                                 for i, w in zip(ins, c.hidden))

@@ -32,7 +32,7 @@ Reference: Vahdat and Kautz (2020) NVAE: a deep hierarchical variational autoenc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
@@ -47,7 +47,7 @@ from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
 from .base import register_model, resolve_config
-from .vae import _one_of, full_precision
+from .vae import _check_likelihood_args, _one_of, full_precision
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
 
@@ -163,7 +163,9 @@ class NVAEConfig:
     cells_per_group: int = 1  # encoder cells and decoder cells before each group
     expand: int = 3  # decoder-cell channel expansion (the paper uses 3 or 6)
     likelihood: str = "bernoulli"  # p(x | z) in pyrovae.likelihoods.LIKELIHOODS
+    likelihood_args: dict = field(default_factory=dict)  # e.g. {"num_components": 10}
     min_scale: float = 1e-3  # floor on prior standard deviations and on delta-sigma
+    channels_last: bool = True  # conv weights in NHWC order: 1.3x faster steps on CPU here
 
     def __post_init__(self):
         self.input_shape = as_shape(self.input_shape, "input_shape")
@@ -179,6 +181,9 @@ class NVAEConfig:
             raise ValueError(f"input_shape: H and W must be divisible by 2**latent_scales = "
                              f"{f}, got {self.input_shape}")
         _one_of(self.likelihood, LIKELIHOODS, "likelihood")
+        _check_likelihood_args(self.likelihood_args)
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last: expected True or False, got {self.channels_last!r}")
         if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
                 or not 0 < self.min_scale < 1:
             raise ValueError(f"min_scale: expected a number in (0, 1), got {self.min_scale!r}")
@@ -201,7 +206,7 @@ class NVAE(PyroModule):
     def __init__(self, config: NVAEConfig | None = None, /, **overrides):
         super().__init__()
         self.config = c = resolve_config(config, NVAEConfig, overrides)
-        self.likelihood = make_likelihood(c.likelihood, c.input_shape)
+        self.likelihood = make_likelihood(c.likelihood, c.input_shape, **c.likelihood_args)
         C0, H, W = c.input_shape
         S, G, k = c.latent_scales, c.groups_per_scale, c.latent_channels
         ch = [c.channels * 2 ** s for s in range(S)]  # channels at latent scale s (0: finest)
@@ -241,6 +246,8 @@ class NVAE(PyroModule):
             nn.init.zeros_(net[-1].weight)  # start with q = p = N(0, I) relative terms
             nn.init.zeros_(net[-1].bias)
         self.register_buffer("_zero", torch.zeros(()))
+        if c.channels_last:  # the activations follow the weights' layout
+            self.to(memory_format=torch.channels_last)
 
     @property
     def num_groups(self) -> int:
@@ -276,19 +283,31 @@ class NVAE(PyroModule):
     def _top_down(self, feats: list[torch.Tensor] | None) -> torch.Tensor:
         """Samples ``z1..zN`` along the shared top-down path: from the prior (``feats=None``,
         the model) or from the residual-normal posterior (the guide). Returns the final
-        state ``(..., B, C, h, w)`` at the finest latent scale."""
+        state ``(..., B, C, h, w)`` at the finest latent scale.
+
+        The path is a function of ``z_{<l}`` only, so when the model is replayed on the
+        guide's draws (every ELBO and ``log_likelihood``) its states are the guide's: the
+        guide keeps them, and the model reuses them for as long as each of its ``z_l`` *is*
+        the guide's tensor (``poutine.replay`` hands over the same object). The autograd
+        graph is then shared rather than rebuilt, which gives the same values and gradients
+        at about half the top-down cost; any other draw falls back to computing the path."""
         k = self.config.latent_channels
         floor = self.config.min_scale
         h = self.h0  # (C_top, h, w): broadcast against z's batch dims at the first combine
         dec_up, dec_cells, prior_nets = self.dec_up, self.dec_cells, self.prior_nets
         enc_mix, post_nets, combine = self.enc_mix, self.post_nets, self.combine
         zero = self._zero
-        up = 0
+        # the guide records, per group, (state before z, prior loc, prior scale, z, state
+        # after z); the model follows that record while its draws are the guide's
+        record: list | None = [] if feats is not None else None
+        shared = self.__dict__.pop("_guide_path", None) if feats is None else None
         for i, shape in enumerate(self.group_shapes()):
-            if i > 0:
-                if self.group_scale[i] != self.group_scale[i - 1]:
-                    h = apply_images(dec_up[up], h)  # (..., C_s, h_s, w_s)
-                    up += 1
+            if shared is not None:
+                h, ploc, pscale = shared[i][:3]
+            elif i > 0:
+                s_now, s_before = self.group_scale[i], self.group_scale[i - 1]
+                if s_now != s_before:  # dec_up[j] goes from scale S-1-j to S-2-j
+                    h = apply_images(dec_up[len(dec_up) - 1 - s_now], h)  # (..., C_s, h_s, w_s)
                 h = apply_images(dec_cells[i - 1], h)
                 ploc, praw = apply_images(prior_nets[i - 1], h).split(k, dim=-3)
                 pscale = _scale(praw, floor)  # (..., k, h_s, w_s)
@@ -302,8 +321,18 @@ class NVAE(PyroModule):
                 dloc, draw = apply_images(post_nets[i], f).split(k, dim=-3)
                 fn = ResidualNormal(ploc, pscale, dloc, _scale(draw, floor))
             z = pyro.sample(f"z{i + 1}", fn.to_event(3))  # (..., B, k, h_s, w_s)
+            if shared is not None:
+                if z is shared[i][3]:
+                    h = shared[i][4]
+                    continue
+                shared = None  # a draw of its own: compute the path from here on
+            h_before = h
             h = h.expand(*z.shape[:-3], *h.shape[-3:])
             h = apply_images(combine[i], torch.cat([h, z], dim=-3))
+            if record is not None:
+                record.append((h_before, ploc, pscale, z, h))
+        if record is not None:
+            self.__dict__["_guide_path"] = record
         return h
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:

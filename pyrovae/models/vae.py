@@ -48,8 +48,7 @@ class VAEConfig:
             )
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"batch_norm: expected True or False, got {self.batch_norm!r}")
-        if not isinstance(self.likelihood_args, dict):
-            raise ValueError(f"likelihood_args: expected a dict, got {self.likelihood_args!r}")
+        _check_likelihood_args(self.likelihood_args)
         # a floor on q's standard deviation above the prior's own (1) cannot be meant
         if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
                 or not 0 <= self.min_scale <= 1:
@@ -69,6 +68,11 @@ def _positive_ints(value, name: str, allow_empty: bool) -> tuple[int, ...]:
 def _one_of(value, options, name: str) -> None:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name}: expected one of {sorted(options)}, got {value!r}")
+
+
+def _check_likelihood_args(value) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"likelihood_args: expected a dict, got {value!r}")
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
