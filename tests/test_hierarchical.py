@@ -144,6 +144,23 @@ def test_nvae_model_reuses_the_guides_top_down_path_with_the_same_value_and_grad
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_nvae_copies_and_pickles_without_the_guides_record(xb):
+    """The record holds one step's autograd graph, which deepcopy refuses to copy."""
+    import copy
+    import io
+
+    m = _nvae()
+    m.guide(xb)  # with gradients: the record holds non-leaf tensors
+    c = copy.deepcopy(m)
+    assert "_guide_path" in m.__dict__ and "_guide_path" not in c.__dict__
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for a, b in zip(m.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_nvae_model_ignores_the_guides_path_when_its_draws_are_its_own(xb):
     """A model run on its own draws after a guide call (prior sampling, another guide's
     trace) must compute its own path: the same log p(x, z) as with no guide call before."""

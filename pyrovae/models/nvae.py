@@ -249,6 +249,12 @@ class NVAE(PyroModule):
         if c.channels_last:  # the activations follow the weights' layout
             self.to(memory_format=torch.channels_last)
 
+    def __getstate__(self):
+        # the guide's top-down record holds autograd graphs of one step: never copy or pickle it
+        state = super().__getstate__()
+        state.pop("_guide_path", None)
+        return state
+
     @property
     def num_groups(self) -> int:
         return len(self.group_scale)
