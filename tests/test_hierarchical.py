@@ -130,9 +130,15 @@ def _replayed_elbo(m, x, share: bool):
                            for p in m.parameters()]
 
 
-def test_nvae_model_reuses_the_guides_top_down_path_with_the_same_value_and_gradient(xb):
+# sites in sampling order, and the ones a partly matching trace leaves to the model
+SHARED = [(_ladder, ["z3", "z2", "z1"]), (_nvae, ["z1", "z2", "z3", "z4"])]
+
+
+@pytest.mark.parametrize("make,order", SHARED, ids=["ladder", "nvae"])
+def test_model_reuses_the_guides_top_down_path_with_the_same_value_and_gradient(make, order,
+                                                                                xb):
     torch.manual_seed(0)
-    m = _nvae()
+    m = make()
     with torch.no_grad():  # away from the zero-initialised last layers (q = p at the start)
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -144,12 +150,13 @@ def test_nvae_model_reuses_the_guides_top_down_path_with_the_same_value_and_grad
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_nvae_copies_and_pickles_without_the_guides_record(xb):
+@pytest.mark.parametrize("make,order", SHARED, ids=["ladder", "nvae"])
+def test_copies_and_pickles_without_the_guides_record(make, order, xb):
     """The record holds one step's autograd graph, which deepcopy refuses to copy."""
     import copy
     import io
 
-    m = _nvae()
+    m = make()
     m.guide(xb)  # with gradients: the record holds non-leaf tensors
     c = copy.deepcopy(m)
     assert "_guide_path" in m.__dict__ and "_guide_path" not in c.__dict__
@@ -161,11 +168,12 @@ def test_nvae_copies_and_pickles_without_the_guides_record(xb):
         assert torch.equal(a, b)
 
 
-def test_nvae_model_ignores_the_guides_path_when_its_draws_are_its_own(xb):
+@pytest.mark.parametrize("make,order", SHARED, ids=["ladder", "nvae"])
+def test_model_ignores_the_guides_path_when_its_draws_are_its_own(make, order, xb):
     """A model run on its own draws after a guide call (prior sampling, another guide's
     trace) must compute its own path: the same log p(x, z) as with no guide call before."""
     torch.manual_seed(0)
-    m = _nvae().eval()
+    m = make().eval()
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -175,10 +183,10 @@ def test_nvae_model_ignores_the_guides_path_when_its_draws_are_its_own(xb):
         assert "_guide_path" not in m.__dict__
         torch.manual_seed(2)
         alone = pyro.poutine.trace(m.model).get_trace(xb).log_prob_sum()
-        # replayed on a trace that matches up to z2 only: z3, z4 are fresh draws
+        # replayed on a trace that matches for the first two sites only: the rest are fresh
         guide_tr = pyro.poutine.trace(m.guide).get_trace(xb)
         partial = pyro.poutine.trace(pyro.poutine.replay(m.model, trace=guide_tr)).get_trace
-        for name in ("z3", "z4"):
+        for name in order[2:]:
             del guide_tr.nodes[name]
         torch.manual_seed(3)
         mixed = partial(xb)
@@ -188,7 +196,7 @@ def test_nvae_model_ignores_the_guides_path_when_its_draws_are_its_own(xb):
                                         ).get_trace(xb)
     torch.testing.assert_close(after_guide, alone)
     torch.testing.assert_close(mixed.log_prob_sum(), recomputed.log_prob_sum())
-    assert torch.equal(mixed.nodes["z2"]["value"], guide_tr.nodes["z2"]["value"])
+    assert torch.equal(mixed.nodes[order[1]]["value"], guide_tr.nodes[order[1]]["value"])
 
 
 

@@ -38,6 +38,7 @@ from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from .base import register_model, resolve_config
+from .guide_path import GuidePath, SharesGuidePath
 from .vae import _check_likelihood_args, _one_of, _positive_ints, full_precision
 
 
@@ -216,7 +217,7 @@ class _Block(nn.Module):
 
 
 @register_model("ladder_vae")
-class LadderVAE(_Ancestral, PyroModule):
+class LadderVAE(SharesGuidePath, _Ancestral, PyroModule):
     r"""Ladder VAE (Sønderby et al. 2016) with any number of stochastic layers.
 
     Generative model: :math:`p(z_L) = \mathcal N(0, I)`,
@@ -230,6 +231,8 @@ class LadderVAE(_Ancestral, PyroModule):
     :math:`\sigma_{q,l}^2 = (\hat\sigma_l^{-2} + \sigma_{p,l}^{-2})^{-1}` and
     :math:`\mu_{q,l} = (\hat\mu_l\hat\sigma_l^{-2} + \mu_{p,l}\sigma_{p,l}^{-2})\sigma_{q,l}^2`
     (eqs. 18-19, :func:`precision_weighted_merge`). Sites ``"z1"`` ... ``"zL"``, ``"x"``.
+    The model replayed on the guide's draws reuses the guide's top-down priors
+    (:class:`~pyrovae.models.guide_path.GuidePath`).
     """
 
     config_class = LadderVAEConfig
@@ -279,10 +282,15 @@ class LadderVAE(_Ancestral, PyroModule):
     def _generate(self, x):
         L = len(self.config.latent_dims)
         nets = self._td_nets()
+        path = GuidePath(self, guide=False)  # the guide's top-down priors, while z is its z
         z = pyro.sample(f"z{L}", dist.Normal(self.prior_loc, self.prior_scale).to_event(1))
-        for l in range(L - 1, 0, -1):  # noqa: E741
-            loc, scale = self.top_down(l, z, nets)  # (..., B, d_l)
+        path.follow(0, z)
+        for i, l in enumerate(range(L - 1, 0, -1), start=1):  # noqa: E741
+            shared = path.entry(i)
+            loc, scale = (shared["loc"], shared["scale"]) if shared is not None else \
+                self.top_down(l, z, nets)  # (..., B, d_l)
             z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
+            path.follow(i, z)
         params = full_precision(self.decoder(z))  # (..., B, *param_shape)
         return pyro.sample("x", self.likelihood(params), obs=x), params
 
@@ -290,9 +298,13 @@ class LadderVAE(_Ancestral, PyroModule):
     def guide(self, x: torch.Tensor) -> None:
         L = len(self.config.latent_dims)
         up, nets = self.bottom_up(x), self._td_nets()
+        path = GuidePath(self, guide=True)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample(f"z{L}", dist.Normal(*up[L - 1]).to_event(1))
+            path.add(z=z)
             for l in range(L - 1, 0, -1):  # noqa: E741
-                loc, scale = precision_weighted_merge(*up[l - 1], *self.top_down(l, z, nets))
+                ploc, pscale = self.top_down(l, z, nets)  # p(z_l | z_{l+1}), (..., B, d_l)
+                loc, scale = precision_weighted_merge(*up[l - 1], ploc, pscale)
                 z = pyro.sample(f"z{l}", dist.Normal(loc, scale).to_event(1))
-
+                path.add(loc=ploc, scale=pscale, z=z)
+        path.close()

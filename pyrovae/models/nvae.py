@@ -47,6 +47,7 @@ from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
 from .base import register_model, resolve_config
+from .guide_path import GuidePath, SharesGuidePath
 from .vae import _check_likelihood_args, _one_of, full_precision
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
@@ -194,7 +195,7 @@ def _scale(raw: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 @register_model("nvae")
-class NVAE(PyroModule):
+class NVAE(SharesGuidePath, PyroModule):
     r"""Hierarchical VAE with residual cells and residual-normal posteriors (module docstring).
 
     Sites ``"z1"`` (top, coarsest) ... ``"zN"`` (finest), ``N = latent_scales *
@@ -249,12 +250,6 @@ class NVAE(PyroModule):
         if c.channels_last:  # the activations follow the weights' layout
             self.to(memory_format=torch.channels_last)
 
-    def __getstate__(self):
-        # the guide's top-down record holds autograd graphs of one step: never copy or pickle it
-        state = super().__getstate__()
-        state.pop("_guide_path", None)
-        return state
-
     @property
     def num_groups(self) -> int:
         return len(self.group_scale)
@@ -291,25 +286,19 @@ class NVAE(PyroModule):
         the model) or from the residual-normal posterior (the guide). Returns the final
         state ``(..., B, C, h, w)`` at the finest latent scale.
 
-        The path is a function of ``z_{<l}`` only, so when the model is replayed on the
-        guide's draws (every ELBO and ``log_likelihood``) its states are the guide's: the
-        guide keeps them, and the model reuses them for as long as each of its ``z_l`` *is*
-        the guide's tensor (``poutine.replay`` hands over the same object). The autograd
-        graph is then shared rather than rebuilt, which gives the same values and gradients
-        at about half the top-down cost; any other draw falls back to computing the path."""
+        The path is a function of ``z_{<l}`` only: the model replayed on the guide's draws
+        reuses the guide's states (:class:`~pyrovae.models.guide_path.GuidePath`)."""
         k = self.config.latent_channels
         floor = self.config.min_scale
         h = self.h0  # (C_top, h, w): broadcast against z's batch dims at the first combine
         dec_up, dec_cells, prior_nets = self.dec_up, self.dec_cells, self.prior_nets
         enc_mix, post_nets, combine = self.enc_mix, self.post_nets, self.combine
         zero = self._zero
-        # the guide records, per group, (state before z, prior loc, prior scale, z, state
-        # after z); the model follows that record while its draws are the guide's
-        record: list | None = [] if feats is not None else None
-        shared = self.__dict__.pop("_guide_path", None) if feats is None else None
+        path = GuidePath(self, guide=feats is not None)
         for i, shape in enumerate(self.group_shapes()):
+            shared = path.entry(i) if feats is None else None
             if shared is not None:
-                h, ploc, pscale = shared[i][:3]
+                h, ploc, pscale = shared["before"], shared["loc"], shared["scale"]
             elif i > 0:
                 s_now, s_before = self.group_scale[i], self.group_scale[i - 1]
                 if s_now != s_before:  # dec_up[j] goes from scale S-1-j to S-2-j
@@ -327,18 +316,15 @@ class NVAE(PyroModule):
                 dloc, draw = apply_images(post_nets[i], f).split(k, dim=-3)
                 fn = ResidualNormal(ploc, pscale, dloc, _scale(draw, floor))
             z = pyro.sample(f"z{i + 1}", fn.to_event(3))  # (..., B, k, h_s, w_s)
-            if shared is not None:
-                if z is shared[i][3]:
-                    h = shared[i][4]
-                    continue
-                shared = None  # a draw of its own: compute the path from here on
+            if feats is None and path.follow(i, z):
+                h = shared["after"]
+                continue
             h_before = h
             h = h.expand(*z.shape[:-3], *h.shape[-3:])
             h = apply_images(combine[i], torch.cat([h, z], dim=-3))
-            if record is not None:
-                record.append((h_before, ploc, pscale, z, h))
-        if record is not None:
-            self.__dict__["_guide_path"] = record
+            if feats is not None:
+                path.add(before=h_before, loc=ploc, scale=pscale, z=z, after=h)
+        path.close()
         return h
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
