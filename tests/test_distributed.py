@@ -40,6 +40,7 @@ def _worker(rank, world, port, out, optimizer):
     _train(model, PER_PROCESS, optimizer, ckpt=out / "ck")
     if rank == 0:
         torch.save(model.state_dict(), out / "ddp.pt")
+    dist.barrier()  # neither rank tears gloo down while the other may still use it
     dist.destroy_process_group()
 
 
@@ -100,6 +101,7 @@ def _vq_worker(rank, world, port, out):
     _train_vq(model, PER_PROCESS)
     if rank == 0:
         torch.save(model.state_dict(), out / "ddp_vq.pt")
+    dist.barrier()  # neither rank tears gloo down while the other may still use it
     dist.destroy_process_group()
 
 
