@@ -48,6 +48,7 @@ from ..nn.layers import as_shape
 from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
 from .base import register_model, resolve_config
 from .guide_path import GuidePath, SharesGuidePath
+from .hierarchical import _Ancestral
 from .vae import _check_likelihood_args, _one_of, full_precision
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
@@ -195,7 +196,7 @@ def _scale(raw: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 @register_model("nvae")
-class NVAE(SharesGuidePath, PyroModule):
+class NVAE(SharesGuidePath, _Ancestral, PyroModule):
     r"""Hierarchical VAE with residual cells and residual-normal posteriors (module docstring).
 
     Sites ``"z1"`` (top, coarsest) ... ``"zN"`` (finest), ``N = latent_scales *
@@ -331,23 +332,14 @@ class NVAE(SharesGuidePath, PyroModule):
         """Likelihood parameters ``(..., *param_shape)`` from the final top-down state."""
         return full_precision(apply_images(self.post, h))
 
-    @pyro_method
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            h = self._top_down(None)
-            pyro.sample("x", self.likelihood(self.decode(h)), obs=x)
+    def _generate(self, x):
+        """The generative model (``model`` and ``sample`` of :class:`_Ancestral`); ``x=None``
+        samples it."""
+        params = self.decode(self._top_down(None))  # (..., B, *param_shape)
+        return pyro.sample("x", self.likelihood(params), obs=x), params
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
         feats = self.encode(x)
         with pyro.plate("data", x.shape[0]):
             self._top_down(feats)
-
-    @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
-        """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z] with ``mean``, else x."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
-        with pyro.plate("data", n):
-            params = self.decode(self._top_down(None))
-        return self.likelihood.mean(params) if mean else self.likelihood(params).sample()
