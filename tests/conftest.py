@@ -36,6 +36,14 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """The embedded digits, binarised afresh each batch (modules may override it)."""
+    import pyrovae
+
+    return pyrovae.data.load("digits", binarize="dynamic", seed=0)
+
+
 @pytest.fixture
 def mnist_path():
     if not MNIST.is_file():

@@ -15,11 +15,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return pyrovae.data.load("digits", binarize="dynamic", seed=0)
-
-
-@pytest.fixture(scope="module")
 def digit_classifier(digits):
     """Logistic regression on the real training digits (scikit-learn), and its accuracy on the
     real test digits."""

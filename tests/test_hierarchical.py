@@ -38,11 +38,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return pyrovae.data.load("digits", binarize="dynamic", seed=0)
-
-
-@pytest.fixture(scope="module")
 def xb(digits):
     """Eight training digits binarised once."""
     return torch.bernoulli(digits.train.x[:8], generator=torch.Generator().manual_seed(0))
