@@ -173,7 +173,7 @@ def main(argv=None):
     for name, r in rows.items():
         print(f"nll_{name}: {r['nll']:.3f}")
         print(f"nll_se_{name}: {r['se']:.3f}")
-        print(f"train_s_{name}: {r['train_s']:.1f}")
+        print(f"train_s_{name}: {r['train_s']:.3f}")
         print(f"steps_{name}: {r['steps']}")
     if args.save_nll:
         paired_differences(args.save_nll)
