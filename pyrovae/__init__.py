@@ -5,6 +5,7 @@ Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two
 """
 
 from . import data, infer, likelihoods, metrics, models, nn, quantize, vi
+from .callbacks import Callback
 from .checkpoint import load_model
 from .models import (
     AE,
@@ -25,7 +26,7 @@ from .models import (
     VQVAE2Config,
     VQVAEConfig,
 )
-from .train import Callback, History, TrainState, burda_lr_lambda, fit
+from .train import History, TrainConfig, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "LadderVAEConfig",
     "NVAEConfig",
     "OIVAEConfig",
+    "TrainConfig",
     "TrainState",
     "TwoLayerVAE",
     "TwoLayerVAEConfig",

@@ -28,9 +28,10 @@ from . import data as data_mod
 from . import distributed as ddp
 from . import metrics as metrics_mod
 from ._runtime import module_device, resolve_device
+from .callbacks import Callback
 from .infer.particles import ParticleTracer
 from .models.base import input_names, to_jsonable
-from .train import Callback, fit
+from .train import fit
 
 log = logging.getLogger("pyrovae")
 

@@ -31,8 +31,9 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 from torch.distributions import kl_divergence
 
+from ..callbacks import StepFollower
 from ._sites import data_size
-from .schedules import Schedule, StepFollower, as_schedule
+from .schedules import Schedule, as_schedule
 
 
 def latent_kl(model_trace, guide_trace, analytic: bool = True) -> torch.Tensor:

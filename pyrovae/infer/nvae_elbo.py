@@ -33,7 +33,7 @@ from pyro import poutine
 from pyro.distributions.util import sum_rightmost
 from pyro.poutine.util import prune_subsample_sites
 
-from ..train import Callback
+from ..callbacks import Callback
 
 
 def _unwrap(fn):

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ..train import Callback
+from ..callbacks import Callback
 
 
 def group_soft_threshold(w: torch.Tensor, threshold: float, dim) -> torch.Tensor:

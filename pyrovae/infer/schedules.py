@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
-from ..train import Callback
+from ..callbacks import StepFollower
 
 SHAPES = ("linear", "cosine", "sigmoid", "step", "cyclical")
 
@@ -143,28 +143,6 @@ def as_schedule(beta) -> Callable[[int], float]:
     _check_scale(beta)
     value = float(beta)
     return lambda step: value
-
-
-class StepFollower(Callback):
-    """A callback that keeps ``self.step`` equal to the trainer's step count (also across
-    resumes), and counts the calls of ``advance`` when used outside :func:`pyrovae.fit`."""
-
-    step: int = 0
-
-    def advance(self) -> None:
-        self.step += 1
-
-    def on_train_start(self, state) -> None:
-        self.step = state.step
-
-    def on_step_end(self, state) -> None:
-        self.step = state.step
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state.get("step", self.step))
 
 
 class LatentScaleSchedule(StepFollower):

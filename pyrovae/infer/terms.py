@@ -3,37 +3,65 @@
 from __future__ import annotations
 
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
+from pyro.distributions.util import scale_and_mask
+from torch.distributions import kl_divergence
+
+from .traces import guide_model_traces
+
+
+def trace_terms(model_trace, guide_trace, *, analytic: bool = False,
+                per_site: bool = False) -> dict[str, torch.Tensor]:
+    r"""The ELBO's terms read off a guide trace and the model trace replayed on it (both with
+    log-densities computed), summed over the batch, detached 0-d tensors:
+
+    - ``recon``: :math:`-\sum_{\text{obs}} \log p(x \mid z)` over observed model sites;
+    - ``kl``: :math:`\sum_{\text{latent}} [\log q(z \mid x) - \log p(z)]` over the latent model
+      sites, the Monte-Carlo KL at the guide's draw (with ``analytic``, the closed-form
+      :math:`\mathrm{KL}(q \,\|\, p)` where torch knows the pair, as
+      :class:`~pyro.infer.TraceMeanField_ELBO` uses it);
+    - with ``per_site`` and several latent sites, ``kl/<site>`` for each.
+
+    For ``Trace_ELBO`` on a guide without sites of its own (auxiliary variables, factors),
+    ``recon + kl`` is the loss of the same draws.
+    """
+    recon, kls = 0.0, {}
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("_deterministic"):
+            continue
+        if site["is_observed"]:
+            recon = recon - site["log_prob_sum"].detach()
+        elif name in guide_trace.nodes:
+            q = guide_trace.nodes[name]
+            kl = None
+            if analytic:
+                try:
+                    kl = scale_and_mask(kl_divergence(q["fn"], site["fn"]), q["scale"],
+                                        q["mask"]).sum().detach()
+                except NotImplementedError:
+                    pass
+            kls[name] = (q["log_prob_sum"] - site["log_prob_sum"]).detach() if kl is None \
+                else kl
+    out = {"recon": _tensor(recon), "kl": _tensor(sum(kls.values(), 0.0))}
+    if per_site and len(kls) > 1:
+        out.update({f"kl/{k}": v for k, v in kls.items()})
+    return out
+
+
+def _tensor(v) -> torch.Tensor:
+    return v if torch.is_tensor(v) else torch.tensor(float(v))
 
 
 def elbo_terms(model, guide, kwargs: dict) -> dict[str, float]:
-    r"""Single-sample estimates of the ELBO's terms, summed over the batch.
+    r"""Single-sample estimates of the ELBO's terms, summed over the batch (floats):
+    ``recon``, ``kl`` (``kl/<site>`` per site when there are several; see
+    :func:`trace_terms`) and ``loss = recon + kl``, the negative ELBO estimate
+    :class:`~pyro.infer.Trace_ELBO` uses.
 
-    - ``recon``: :math:`-\sum_{\text{obs}} \log p(x \mid z)` over observed sites;
-    - ``kl``: :math:`\sum_{\text{latent}} [\log q(z \mid x) - \log p(z)]`, the Monte-Carlo
-      KL of each latent site (``kl/<site>`` per site when there are several);
-    - ``loss``: ``recon + kl``, the negative ELBO estimate :class:`~pyro.infer.Trace_ELBO` uses.
-
-    Works for any model/guide pair; used by the trainer's progress display and history.
+    Works for any model/guide pair; used by the trainer's validation and history.
     """
-    with torch.no_grad(), poutine.block():
-        guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(**kwargs))
-        model_tr = prune_subsample_sites(
-            poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(**kwargs)
-        )
-        model_tr.compute_log_prob()
-        guide_tr.compute_log_prob()
-        recon, kls = 0.0, {}
-        for name, site in model_tr.nodes.items():
-            if site["type"] != "sample" or site["infer"].get("_deterministic"):
-                continue
-            if site["is_observed"]:
-                recon -= float(site["log_prob_sum"])
-            elif name in guide_tr.nodes:
-                kls[name] = float(guide_tr.nodes[name]["log_prob_sum"] - site["log_prob_sum"])
-    out = {"recon": recon, "kl": sum(kls.values())}
-    if len(kls) > 1:
-        out.update({f"kl/{k}": v for k, v in kls.items()})
+    with torch.no_grad():
+        model_tr, guide_tr = guide_model_traces(model, guide, kwargs, log_prob=True)
+        terms = trace_terms(model_tr, guide_tr, per_site=True)
+    out = {k: float(v) for k, v in terms.items()}
     out["loss"] = out["recon"] + out["kl"]
     return out

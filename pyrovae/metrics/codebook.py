@@ -21,6 +21,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from .._runtime import eval_mode, module_device
 from ..data import as_dataset
+from ..infer.predictive import reconstruct
 from ..models.base import as_model, input_names
 from .likelihood import log_likelihood
 
@@ -92,8 +93,6 @@ def reconstruction_mse(model, data, *, batch_size: int = 256, seed: int = 0) -> 
     datum's entries, ``(N,)``: ``model.reconstruct(x)`` when the model has it, else E[x | z]
     with z from the guide (:func:`pyrovae.analysis.reconstruct`). Dynamically binarised data is
     binarised once with ``seed`` and compared in that form."""
-    from ..analysis import reconstruct
-
     model = as_model(model)
     ds = as_dataset(data).frozen(seed).to(module_device(model))
     out = []

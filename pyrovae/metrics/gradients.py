@@ -12,6 +12,7 @@ import torch
 from .._runtime import module_device, resolve_device, seeded
 from ..data import as_dataset
 from ..models.base import as_model, input_names
+from ..train.probe import discover_params  # the same parameters fit() trains
 
 
 @dataclass
@@ -65,9 +66,7 @@ def _select(names: list[str], params) -> list[str]:
 
 
 def _named_params(model, model_fn, guide_fn, kwargs) -> dict[str, torch.Tensor]:
-    from ..train import _discover_params  # the same parameters fit() trains
-
-    params, extra, _, _ = _discover_params(model, model_fn, guide_fn, kwargs)
+    params, extra, _, _ = discover_params(model, model_fn, guide_fn, kwargs)
     named = {}
     if isinstance(model, torch.nn.Module):
         named.update(model.named_parameters())

@@ -1,0 +1,127 @@
+r"""The single-sample ELBO of a fully reparametrised guide, with one effect handler.
+
+For a guide whose every sample site is reparametrised, ``Trace_ELBO``'s surrogate is the ELBO
+estimate itself (the score-function terms vanish; Ranganath et al. 2014, eq. 3 with
+:math:`\nabla_\phi \log q = 0` under reparametrisation, Kingma and Welling 2014, eq. 7):
+
+.. math:: -\hat{\mathcal L} = \sum_{\text{guide sites}} \log q(z \mid x)
+          - \sum_{\text{model sites}} \log p(x, z), \qquad z \sim q(z \mid x),
+
+each log-density scaled and masked as its site is (``pyro.plate`` subsampling, ``poutine.scale``,
+``poutine.mask``). With ``analytic=True`` each latent site's :math:`\log q - \log p` is
+replaced by :math:`\mathrm{KL}(q \,\|\, p)` where ``kl_divergence`` knows the pair, which is
+``TraceMeanField_ELBO``'s estimator.
+
+Pyro computes this with a trace of the guide, a replayed trace of the model, copies of both
+with subsample sites pruned, log-densities stored per site, and one host read per site; here
+one :class:`~pyro.poutine.messenger.Messenger` records the guide's sites, replays them into the
+model and keeps the sums on the device. Same draws in the same order, so the same value and
+gradient as Pyro's estimator up to floating-point summation order (tested). It does not
+validate: :func:`pyrovae.fit` runs its validated first step through Pyro's own ELBO.
+
+Use :func:`eligible` on a probe's traces to decide whether a pair qualifies.
+"""
+
+from __future__ import annotations
+
+import pyro.infer as pi
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
+from torch.distributions import kl_divergence
+
+
+class _Sites(Messenger):
+    """Records sample sites; replays the latent values of ``replay`` (the guide's record)."""
+
+    def __init__(self, replay: dict | None = None):
+        super().__init__()
+        self.replay = replay
+        self.sites: dict[str, dict] = {}
+
+    def _pyro_sample(self, msg) -> None:
+        if self.replay is not None and not msg["is_observed"]:
+            guide_msg = self.replay.get(msg["name"])
+            if guide_msg is not None:  # as poutine.replay does
+                msg["value"] = guide_msg["value"]
+                msg["infer"] = guide_msg["infer"]
+                msg["done"] = True
+
+    def _pyro_post_sample(self, msg) -> None:
+        self.sites[msg["name"]] = msg
+
+
+def _counts(msg) -> bool:
+    return not msg["infer"].get("_deterministic") and type(msg["fn"]).__name__ != "_Subsample"
+
+
+def _log_prob_sum(msg) -> torch.Tensor:
+    lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+    return scale_and_mask(lp, msg["scale"], msg["mask"]).sum()
+
+
+def lean_elbo(model, guide, args: tuple = (), kwargs: dict | None = None, *,
+              analytic: bool = False, per_site: bool = False):
+    """``(loss, terms)``: ``loss`` the negative ELBO estimate summed over the batch (a
+    differentiable 0-d tensor), ``terms`` as :func:`pyrovae.infer.terms.trace_terms` gives them
+    (``recon``, ``kl`` and, with ``per_site``, ``kl/<site>``; detached)."""
+    kwargs = kwargs or {}
+    with _Sites() as g:
+        guide(*args, **kwargs)
+    with _Sites(g.sites) as m:
+        model(*args, **kwargs)
+    return elbo_from_sites(m.sites, g.sites, analytic=analytic, per_site=per_site)
+
+
+def elbo_from_sites(model_sites: dict, guide_sites: dict, *, analytic: bool = False,
+                    per_site: bool = False):
+    """:func:`lean_elbo`'s sums from the site messages (or trace nodes) of a guide run and the
+    model replayed on it; the one place the estimator is written, so a value computed from
+    Pyro's own traces is the same float."""
+    log_p_obs, kls, paired = 0.0, {}, set()
+    for name, site in model_sites.items():
+        if site["type"] != "sample" or not _counts(site):
+            continue
+        if site["is_observed"]:
+            log_p_obs = log_p_obs + _log_prob_sum(site)
+            continue
+        q = guide_sites[name]  # fit's site check: every latent model site is in the guide
+        paired.add(name)
+        kl = None
+        if analytic:  # TraceMeanField_ELBO: KL(q || p) where torch knows the pair
+            try:
+                kl = scale_and_mask(kl_divergence(q["fn"], site["fn"]), q["scale"],
+                                    q["mask"]).sum()
+            except NotImplementedError:
+                pass
+        kls[name] = _log_prob_sum(q) - _log_prob_sum(site) if kl is None else kl
+    # guide-only sites (auxiliary variables, guide factors) enter the ELBO as -log q
+    other = sum((_log_prob_sum(s) for n, s in guide_sites.items() if n not in paired
+                 and s["type"] == "sample" and _counts(s)), 0.0)
+    recon, kl = -log_p_obs, sum(kls.values(), 0.0)
+    terms = {"recon": _detached(recon), "kl": _detached(kl)}
+    if per_site and len(kls) > 1:
+        terms.update({f"kl/{n}": _detached(v) for n, v in kls.items()})
+    return recon + kl + other, terms
+
+
+def _detached(v) -> torch.Tensor:
+    return v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+
+
+def eligible(loss, model_trace, guide_trace) -> str | None:
+    """``None`` when :func:`lean_elbo` computes exactly what ``loss`` does on this pair, else
+    the reason it does not (one line)."""
+    if type(loss) not in (pi.Trace_ELBO, pi.TraceMeanField_ELBO):
+        return f"the loss is {type(loss).__name__}, not Trace_ELBO or TraceMeanField_ELBO"
+    if loss.num_particles != 1 or loss.vectorize_particles or loss.retain_graph:
+        return "the loss uses several particles or retain_graph"
+    for trace, who in ((model_trace, "model"), (guide_trace, "guide")):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if site["infer"].get("enumerate") is not None:
+                return f"the {who}'s site {name!r} is enumerated"
+            if who == "guide" and _counts(site) and not site["fn"].has_rsample:
+                return f"the guide's site {name!r} is not reparametrised"
+    return None
