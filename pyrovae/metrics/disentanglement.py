@@ -79,8 +79,8 @@ def mig(loc, scale, factors, *, num_samples: int = 10000, seed: int = 0,
     points n drawn without replacement (all N when fewer). :math:`H(v_k)` is the factor's
     entropy in the data (log K_k on a full grid).
 
-    :param loc, scale: ``(N, L)`` means and standard deviations of the Gaussian posteriors
-        :math:`q(z_j \mid n)`.
+    :param loc: ``(N, L)`` means of the Gaussian posteriors :math:`q(z_j \mid n)`.
+    :param scale: ``(N, L)`` their standard deviations.
     :param factors: ``(N, K)`` integer factor classes.
     :returns: ``{"mig": float, "per_factor": (K,), "mi": (L, K), "entropy": (K,),
         "normalized_mi": (L, K)}`` (nats; ``normalized_mi`` = I / H).

@@ -33,7 +33,7 @@ from pyro.nn import PyroModule, PyroParam, pyro_method
 
 class ConjugateGaussian(PyroModule):
     r"""The conjugate Gaussian model above with guide :math:`q(\theta) = \mathcal N(\mathrm{loc},
-    \mathrm{diag}\,\mathrm{scale}^2)` (``PyroParam``s ``loc`` and ``scale``; ``scale`` is
+    \mathrm{diag}\,\mathrm{scale}^2)` (``PyroParam``\ s ``loc`` and ``scale``; ``scale`` is
     stored as its log, ``constraints.positive``). Site ``"theta"`` is global (outside the data
     plate), so per-data-point metrics do not apply; :meth:`posterior` and
     :meth:`kl_to_posterior` measure the fit.

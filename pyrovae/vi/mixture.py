@@ -18,7 +18,7 @@ class GaussianMixtureSVI(PyroModule):
     in ``pyro.plate("data", N, subsample=index)``. The assignment :math:`c_i` is marked for
     enumeration and summed out exactly by :class:`~pyro.infer.TraceEnum_ELBO` (a collapsed
     bound, tighter than CAVI's mean-field one over :math:`c`); the guide is
-    :math:`q(\mu_k) = \mathcal N(m_k, \mathrm{diag}\,s_k^2)` with ``PyroParam``s ``locs``
+    :math:`q(\mu_k) = \mathcal N(m_k, \mathrm{diag}\,s_k^2)` with ``PyroParam``\ s ``locs``
     (K, D) and ``scales`` (K, D). Mini-batches reach the model as ``index`` and are scaled by
     :math:`N/B` (Hoffman et al. 2013, §2.4).
     """

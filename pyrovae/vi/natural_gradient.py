@@ -138,7 +138,7 @@ class NaturalGradient(torch.optim.Optimizer):
     @staticmethod
     def from_module(module: torch.nn.Module, pairs: Mapping[str, str], lr: float = 1.0,
                     **kwargs) -> NaturalGradient:
-        """Factors held as ``PyroParam``s of a ``PyroModule`` (an ``AutoNormal`` guide, say):
+        r"""Factors held as ``PyroParam``\ s of a ``PyroModule`` (an ``AutoNormal`` guide, say):
         ``{"locs.z": "scales.z"}``, dotted paths from ``module``."""
         gaussians = []
         for loc_path, scale_path in _check_pairs(pairs).items():
@@ -211,9 +211,9 @@ def _pyro_param(module, path: str):
 def natural_gradient(pairs: Mapping[str, str], lr: float = 1.0, *,
                      module: torch.nn.Module | None = None, others_lr: float | None = None,
                      correction: str = "auto") -> Callable:
-    """A factory ``params -> NaturalGradient`` for :func:`pyrovae.fit`'s ``optimizer``.
+    r"""A factory ``params -> NaturalGradient`` for :func:`pyrovae.fit`'s ``optimizer``.
 
-    The Gaussian factors are found by name (in ``module``'s ``PyroParam``s if given, else in
+    The Gaussian factors are found by name (in ``module``'s ``PyroParam``\ s if given, else in
     Pyro's param store); every other parameter ``fit`` trains goes to plain gradient descent
     with ``others_lr`` (required when there are any).
     """
