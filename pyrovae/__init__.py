@@ -25,6 +25,7 @@ from .models import (
     VQVAE2Config,
     VQVAEConfig,
 )
+from .saving import load, save
 from .train import Callback, History, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
@@ -55,10 +56,12 @@ __all__ = [
     "fit",
     "infer",
     "likelihoods",
+    "load",
     "load_model",
     "metrics",
     "models",
     "nn",
     "quantize",
+    "save",
     "vi",
 ]
