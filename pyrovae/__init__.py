@@ -30,6 +30,21 @@ from .train import Callback, History, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # pyrovae.analysis is imported on first use: it brings matplotlib (about a third of a
+    # second), which training, metrics and distributed workers do not need.
+    if name == "analysis":
+        import importlib
+
+        return importlib.import_module(".analysis", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), "analysis"})
+
+
 __all__ = [
     "AE",
     "CVAE",
@@ -51,6 +66,7 @@ __all__ = [
     "VAEConfig",
     "VQVAE2Config",
     "VQVAEConfig",
+    "analysis",
     "burda_lr_lambda",
     "data",
     "fit",
