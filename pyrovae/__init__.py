@@ -32,8 +32,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # pyrovae.analysis is imported on first use: it brings matplotlib (about a third of a
-    # second), which training, metrics and distributed workers do not need.
+    # pyrovae.analysis is imported on first use: it brings matplotlib (about half a second on
+    # this project's CPU), which training, metrics and distributed workers do not need.
     if name == "analysis":
         import importlib
 
