@@ -1,6 +1,6 @@
 """pyrovae: variational auto-encoders and variational inference as Pyro programs.
 
-Models are ``PyroModule``s with ``model`` and ``guide``; anything with those two trains with
+Models are ``PyroModule`` objects with ``model`` and ``guide``; anything with those two trains with
 :func:`fit`, evaluates with :func:`pyrovae.metrics.log_likelihood` and exports to ArviZ.
 """
 
@@ -26,9 +26,25 @@ from .models import (
     VQVAE2Config,
     VQVAEConfig,
 )
+from .saving import load, save
 from .train import History, TrainConfig, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # pyrovae.analysis is imported on first use: it brings matplotlib (about half a second on
+    # this project's CPU), which training, metrics and distributed workers do not need.
+    if name == "analysis":
+        import importlib
+
+        return importlib.import_module(".analysis", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), "analysis"})
+
 
 __all__ = [
     "AE",
@@ -52,15 +68,18 @@ __all__ = [
     "VAEConfig",
     "VQVAE2Config",
     "VQVAEConfig",
+    "analysis",
     "burda_lr_lambda",
     "data",
     "fit",
     "infer",
     "likelihoods",
+    "load",
     "load_model",
     "metrics",
     "models",
     "nn",
     "quantize",
+    "save",
     "vi",
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, analysis, checkpoint, infer, likelihoods, models
+from . import __version__, analysis, checkpoint, infer, likelihoods, models, saving
 from . import data as data_mod
 from . import distributed as ddp
 from . import metrics as metrics_mod
@@ -261,9 +261,12 @@ def load_run(run) -> tuple[object, data_mod.Splits, dict]:
     run = Path(run)
     cfg = read_json(run / CONFIG)
     splits = _load_data(cfg)
-    # Rebuilt from config.json, which also holds settings of models that keep no config.
-    model = models.build(cfg["model"], cfg["model_config"], input_shape=splits.train.event_shape)
-    checkpoint.restore_model(model, checkpoint.load(run / checkpoint.FILENAME))
+    # The checkpoint's constructor arguments, else config.json's (older checkpoints lack them);
+    # its pyro.param tensors go into the param store.
+    ckpt = checkpoint.load(run / checkpoint.FILENAME)
+    model = saving.rebuild(ckpt, spec=cfg["model"], config=cfg["model_config"],
+                           input_shape=splits.train.event_shape, where=str(run))
+    saving.restore_params(ckpt)
     model.eval()
     return model, splits, cfg
 

@@ -23,6 +23,9 @@ import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 
+import numpy as np
+import torch
+
 MODELS: dict[str, type] = {}
 
 
@@ -116,15 +119,23 @@ def config_of(model) -> dict | None:
 
 
 def build(spec: str, config: dict | None = None, *, input_shape=None):
-    """Instantiates the model named by ``spec`` from a config dict.
+    """Instantiates the model named by ``spec`` from a config dict (see :func:`instantiate`)."""
+    return instantiate(resolve(spec), config, name=spec, input_shape=input_shape)
+
+
+def instantiate(cls: type, config: dict | None = None, *, name: str | None = None,
+                input_shape=None):
+    """``cls`` built from a config dict.
 
     With a ``config_class`` the dict fills that dataclass (unknown keys are an error);
-    otherwise it is passed as keyword arguments. ``input_shape`` fills a field or argument of
-    that name when the config leaves it out.
+    otherwise it holds ``__init__``'s arguments by name (positional-only ones are passed by
+    position). ``input_shape`` fills a field or argument of that name when the config leaves
+    it out. ``name`` is how errors call the model (its spec; default the class name).
     """
-    cls = resolve(spec)
+    name = cls.__name__ if name is None else name
     config = dict(config or {})
     config_class = getattr(cls, "config_class", None)
+    params = {}
     if config_class is not None:
         names = {f.name for f in dataclasses.fields(config_class)}
     else:
@@ -139,14 +150,175 @@ def build(spec: str, config: dict | None = None, *, input_shape=None):
         unknown = sorted(set(config) - names)
         if unknown:
             raise ValueError(
-                f"model {spec!r}: unknown config key(s) {unknown}; {config_class.__name__} "
+                f"model {name!r}: unknown config key(s) {unknown}; {config_class.__name__} "
                 f"has {sorted(names)}"
             )
         return cls(config_class(**config))
+    positional = [config.pop(p.name) for p in params.values()
+                  if p.kind is p.POSITIONAL_ONLY and p.name in config]
     try:
-        return cls(**config)
+        return cls(*positional, **config)
     except TypeError as e:
-        raise ValueError(f"model {spec!r}: cannot construct it from config {config}: {e}") from None
+        raise ValueError(f"model {name!r}: cannot construct it from config {config}: {e}") from None
+
+
+# --- constructor arguments of a model that keeps no config ----------------------------------
+PLAIN = "None, bool, int, float, str, and lists, tuples and dicts of them"
+
+
+def plain_value(value):
+    """``value`` as a plain value a checkpoint can hold and ``torch.load(weights_only=True)``
+    reads back (NumPy scalars and ``torch.Size`` become Python ones); raises ``TypeError``
+    for anything else."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):  # torch.Size is a tuple: it becomes a plain one
+        items = [plain_value(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: plain_value(v) for k, v in value.items()}
+    raise TypeError(f"a {type(value).__name__}, not a plain value ({PLAIN})")
+
+
+@dataclasses.dataclass
+class InitArgs:
+    """What rebuilds a model: ``cls(**args)`` (or ``cls(config_class(**args))``).
+
+    ``sources`` says where each argument came from: ``"config"`` (the model's ``config``),
+    ``"init_args"`` (given by the caller), ``"attribute"`` (``model.<name>``) or ``"default"``
+    (``__init__``'s default, because the model keeps no attribute of that name). ``missing``
+    names required arguments found nowhere, ``unsaveable`` maps arguments whose value a
+    checkpoint cannot hold to the reason; ``args`` is ``None`` when either is non-empty.
+    """
+
+    args: dict | None
+    sources: dict[str, str]
+    missing: list[str]
+    unsaveable: dict[str, str]
+    from_config_class: bool = False
+
+    def describe(self) -> str:
+        """``d=5 (default), q=3 (self.q)``: each argument with where it came from."""
+        where = {"attribute": "self.{}", "default": "default", "init_args": "init_args",
+                 "config": "config"}
+        return ", ".join(f"{k}={v!r} ({where[self.sources[k]].format(k)})"
+                         for k, v in (self.args or {}).items())
+
+
+def _own_value(model, name: str):
+    """``model.<name>`` when the instance stores it (or the class computes it as a property);
+    a marker for none. Read without ``getattr`` on the instance first, so a ``PyroSample``
+    attribute of a ``PyroModule`` is not drawn and submodules/parameters are not mistaken for
+    arguments."""
+    d = getattr(model, "__dict__", {})
+    if name in d:
+        return d[name]
+    if isinstance(inspect.getattr_static(type(model), name, None), property):
+        try:
+            return getattr(model, name)
+        except Exception:  # a property that fails tells us nothing about the argument
+            return _NOTHING
+    return _NOTHING
+
+
+_NOTHING = object()
+
+
+def init_args_of(model, init_args: dict | None = None) -> InitArgs:
+    """The constructor arguments that rebuild ``model``, read off the instance (nothing is
+    built or run here).
+
+    Our models (a class with ``config_class``) are rebuilt from their ``config``. For any other
+    class each parameter of ``__init__`` is taken, in this order, from ``init_args`` (the
+    caller's), from the model's ``config`` dict or dataclass when it has one, from an attribute
+    of the same name (``self.q = q``, the usual idiom), else from its default. ``*args`` and
+    ``**kwargs`` take only what ``init_args`` or ``config`` give them. Nothing here can tell
+    whether an attribute still holds the argument, or whether a default is the value used:
+    :func:`pyrovae.checkpoint.model_payload` checks the result against the weights.
+    """
+    cls = type(model)
+    if isinstance(model, tuple):
+        return InitArgs(None, {}, [], {})
+    given = {} if init_args is None else init_args
+    if not isinstance(given, dict) or not all(isinstance(k, str) for k in given):
+        raise TypeError(f"init_args: expected a dict of constructor arguments by name, got "
+                        f"{init_args!r}")
+    for name, value in given.items():
+        try:
+            plain_value(value)
+        except TypeError as e:
+            raise TypeError(f"init_args: {name!r} is {e}") from None
+    config_class = getattr(cls, "config_class", None)
+    if config_class is not None:
+        if given:
+            raise ValueError(
+                f"init_args: a {cls.__name__} is rebuilt from its config "
+                f"({config_class.__name__}); init_args is for classes that keep none, got "
+                f"{sorted(given)}")
+        cfg = config_of(model)
+        return InitArgs(cfg, dict.fromkeys(cfg or {}, "config"), [], {}, from_config_class=True)
+    try:
+        params = dict(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        params = {}
+    named = {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(given) - set(named))
+    if unknown and not takes_kwargs:
+        raise ValueError(f"init_args: {cls.__name__}.__init__ has no parameter(s) {unknown}; "
+                         f"it takes {sorted(named)}")
+    config = getattr(model, "config", None) if "config" not in named else None
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    config = config if isinstance(config, dict) else {}
+    args, sources, missing, unsaveable = {}, {}, [], {}
+
+    def take(name, value, source):
+        try:
+            args[name] = plain_value(value)
+            sources[name] = source
+        except TypeError as e:
+            unsaveable[name] = f"{'self.' + name if source == 'attribute' else source} is {e}"
+
+    for name, p in named.items():
+        if name in given:
+            take(name, given[name], "init_args")
+        elif name in config:
+            take(name, config[name], "config")
+        elif (value := _own_value(model, name)) is not _NOTHING and not _is_machinery(value) \
+                and not (value is p.default and not _is_plain(value)):
+            take(name, value, "attribute")
+        elif p.default is not p.empty:
+            try:  # a plain default is recorded, so a later change of the default is no issue
+                args[name] = plain_value(p.default)
+                sources[name] = "default"
+            except TypeError:  # a default such as torch.nn.ReLU: the constructor supplies it
+                pass
+        else:
+            missing.append(name)
+    if takes_kwargs:
+        for name in sorted((set(config) | set(given)) - set(named)):
+            take(name, given.get(name, config.get(name)),
+                 "init_args" if name in given else "config")
+    ok = not missing and not unsaveable
+    return InitArgs(args if ok else None, sources, missing, unsaveable)
+
+
+def _is_plain(value) -> bool:
+    try:
+        plain_value(value)
+        return True
+    except TypeError:
+        return False
+
+
+def _is_machinery(value) -> bool:
+    """A submodule, tensor or Pyro sample spec kept under an argument's name (``self.encoder =
+    make_encoder(encoder)``) is what the argument became, not the argument."""
+    return isinstance(value, (torch.nn.Module, torch.Tensor)) or \
+        type(value).__name__ in ("PyroSample", "PyroParam")
 
 
 def as_model(obj):
