@@ -6,7 +6,6 @@ Models are ``PyroModule`` objects with ``model`` and ``guide``; anything with th
 
 from . import data, infer, likelihoods, metrics, models, nn, quantize, vi
 from .callbacks import Callback
-from .checkpoint import load_model
 from .models import (
     AE,
     CVAE,
@@ -26,7 +25,7 @@ from .models import (
     VQVAE2Config,
     VQVAEConfig,
 )
-from .saving import load, save
+from .saving import load, load_model, save
 from .train import History, TrainConfig, TrainState, burda_lr_lambda, fit
 
 __version__ = "0.1.0"

@@ -13,59 +13,35 @@ Everything is checked before the first file is written; files are replaced atomi
 
 from __future__ import annotations
 
-import inspect
-import json
+import dataclasses
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pyro
 import torch
 
-from . import __version__, analysis, checkpoint, infer, likelihoods, models, saving
+from . import __version__, analysis, checkpoint, checks, infer, likelihoods, models
 from . import data as data_mod
 from . import distributed as ddp
 from . import metrics as metrics_mod
 from ._runtime import module_device, resolve_device
 from .callbacks import Callback
 from .infer.particles import ParticleTracer
-from .models.base import input_names, to_jsonable
-from .train import fit
+from .protocol import config_of, input_names, to_jsonable
+from .run_folder import CONFIG, INFERENCE_DATA, METRICS, load_run, read_json, write_json
+from .train import TrainConfig, fit
 
 log = logging.getLogger("pyrovae")
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
-INFERENCE_DATA = "inference_data.nc"
 BINARIZE_CHOICES = ("auto", "dynamic", "fixed", "threshold", "none")
-
-
-def write_json(path: Path, obj) -> None:
-    """Writes JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"run: {path} is missing; is this a pyrovae run folder?") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"run: {path} is not valid JSON ({e})") from None
 
 
 def _auto_binarize(model) -> str | None:
     return "dynamic" if isinstance(getattr(model, "likelihood", None),
                                    likelihoods.Bernoulli) else None
-
-
-def _load_data(cfg: dict) -> data_mod.Splits:
-    d = cfg["data"]
-    splits = data_mod.load(d["spec"], seed=d["seed"], valid_size=d.get("valid_size"))
-    return splits.binarized(d["binarize"], d["seed"])
 
 
 def _has_latents(model, batch) -> bool:
@@ -149,33 +125,38 @@ def write_inference_data(model, splits, out: Path, num_points: int = 200, num_dr
     return analysis.save_inference_data(idata, out / INFERENCE_DATA)
 
 
-def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
 def train_run(out, *, model: str = "vae", model_config: dict | None = None,
               data: str = "digits", binarize: str = "auto", valid_size: int | None = None,
-              epochs: int | None = 20, steps: int | None = None, batch_size: int = 128,
-              lr: float = 1e-3, optimizer: str = "adam", lr_schedule: str | None = None,
-              loss: str = "trace_elbo", loss_args: dict | None = None, device: str = "cpu",
-              seed: int = 0, num_samples: int = 1000, eval_batch_size: int = 100,
-              resume: bool = False, figures: bool = True, inference_data: bool = True,
-              progress: bool | None = None, keep_checkpoints: int = 1,
-              clip_grad_norm: float | None = None, precision: str = "fp32") -> dict | None:
+              data_seed: int = 0, loss: str = "trace_elbo", loss_args: dict | None = None,
+              num_samples: int = 1000, eval_batch_size: int = 100, resume: bool = False,
+              figures: bool = True, inference_data: bool = True,
+              train: TrainConfig | None = None, **settings) -> dict | None:
     """Trains a model into the run folder ``out`` and evaluates it; returns the metrics
     (``None`` in processes other than rank 0 of a distributed run, which write nothing).
 
-    ``binarize="auto"`` binarises dynamically for a Bernoulli likelihood and leaves data as is
-    otherwise. ``resume=True`` continues the run in ``out`` with its stored configuration
-    (``epochs``/``steps`` may extend it).
+    The training settings are a :class:`~pyrovae.train.TrainConfig` (``train``) and/or its
+    fields as keywords (``epochs``, ``lr``, ``seed``, ...; default 20 epochs). ``seed`` seeds
+    the model's initial weights too (it is built after seeding), so the same call gives the
+    same bits. ``data_seed`` fixes the data: the train/validation split and the one-time
+    binarisation of validation and test images, whatever the training seed, so runs with
+    different seeds are scored on the same test bits. ``binarize="auto"`` binarises
+    dynamically for a Bernoulli likelihood and leaves data as is otherwise. ``resume=True``
+    continues the run in ``out`` with its stored configuration (``epochs``/``steps`` may
+    extend it; where it runs, ``device``, comes from this call).
     """
     out = Path(out)
     cfg_path = out / CONFIG
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise TypeError(f"train_run() got unexpected keyword argument(s) {unknown}")
     if resume:
         cfg = read_json(cfg_path)
-        if epochs is not None or steps is not None:
-            cfg["train"].update(epochs=epochs, steps=steps)
+        runtime = {k: v for k, v in settings.items() if k not in cfg["train"]
+                   or k in ("epochs", "steps")}
+        if "epochs" in runtime or "steps" in runtime:  # extend the run: both replaced
+            runtime.setdefault("epochs", None)
+            runtime.setdefault("steps", None)
+        config = TrainConfig.from_dict(cfg["train"], **runtime)
     else:
         if cfg_path.exists() or (out / checkpoint.FILENAME).exists():
             raise FileExistsError(f"out: {out} already holds a run; pass resume to continue it "
@@ -184,40 +165,42 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
             raise NotADirectoryError(f"out: {out} exists and is not a folder")
         if binarize not in BINARIZE_CHOICES:
             raise ValueError(f"binarize: expected one of {BINARIZE_CHOICES}, got {binarize!r}")
+        if train is None and settings.get("epochs") is None and settings.get("steps") is None:
+            settings["epochs"] = 20
+        config = TrainConfig(**settings) if train is None else \
+            dataclasses.replace(train, **settings)
         cfg = {
             "pyrovae": __version__,
             "model": model, "model_config": dict(model_config or {}),
-            "data": {"spec": data, "binarize": binarize, "seed": seed, "valid_size": valid_size},
-            "train": {"epochs": epochs, "steps": steps, "batch_size": batch_size, "lr": lr,
-                      "optimizer": optimizer, "lr_schedule": lr_schedule, "seed": seed,
-                      "keep_checkpoints": keep_checkpoints, "clip_grad_norm": clip_grad_norm,
-                      "precision": precision},
+            "data": {**data_mod.portable_spec(data, out), "binarize": binarize,
+                     "seed": data_seed, "valid_size": valid_size},
+            "train": config.to_dict(),
             "loss": {"name": loss, "args": dict(loss_args or {})},
             "eval": {"num_samples": num_samples, "batch_size": eval_batch_size},
         }
-    _check_int(cfg["eval"]["num_samples"], "num_samples")
-    _check_int(cfg["eval"]["batch_size"], "eval_batch_size")
+    checks.positive_int(cfg["eval"]["num_samples"], "num_samples")
+    checks.positive_int(cfg["eval"]["batch_size"], "eval_batch_size")
     # Build everything (data, model, loss) before writing anything.
     d = cfg["data"]
-    splits = data_mod.load(d["spec"], seed=d["seed"], valid_size=d.get("valid_size"))
+    splits = data_mod.load(data_mod.resolve_spec(d, out), seed=d["seed"],
+                           valid_size=d.get("valid_size"))
+    if config.seed is not None:
+        pyro.set_rng_seed(config.seed)  # the initial weights follow the run's seed
     net = models.build(cfg["model"], cfg["model_config"], input_shape=splits.train.event_shape)
     if d["binarize"] == "auto":
         d["binarize"] = _auto_binarize(net)
     elif d["binarize"] == "none":
         d["binarize"] = None
     splits = splits.binarized(d["binarize"], d["seed"])
-    factory = infer.LOSSES.get(cfg["loss"]["name"])
-    if factory is not None and "dataset_size" not in cfg["loss"]["args"]:
-        try:  # a minibatch estimator over the data set (β-TCVAE's) needs N: it is known here
-            takes_n = "dataset_size" in inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            takes_n = False
-        if takes_n:
-            cfg["loss"]["args"]["dataset_size"] = len(splits.train)
+    cfg["loss"]["args"] = infer.loss_arguments(cfg["loss"]["name"], cfg["loss"]["args"],
+                                               {"dataset_size": len(splits.train)})
     loss_obj = infer.make_loss(cfg["loss"]["name"], **cfg["loss"]["args"])
-    cfg["model_config"] = models.base.config_of(net) or cfg["model_config"]
-    t = cfg["train"]
-    cfg_json = to_jsonable(cfg)
+    cfg["model_config"] = config_of(net) or cfg["model_config"]
+    try:
+        cfg_json = to_jsonable(cfg)
+    except TypeError as e:
+        raise ValueError(f"train: a run folder stores its settings as JSON: {e}; pass names "
+                         f"(optimizer='adam', lr_schedule='cosine') rather than objects") from None
 
     class WriteConfig(Callback):  # fit calls it after checking every argument
         def on_train_start(self, state):
@@ -226,19 +209,14 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
                 write_json(cfg_path, cfg_json)
 
     t0 = time.perf_counter()
-    history = fit(net, splits, loss_obj, epochs=t["epochs"], steps=t["steps"],
-                  batch_size=t["batch_size"], optimizer=t["optimizer"], lr=t["lr"],
-                  lr_schedule=t["lr_schedule"], device=device, seed=t["seed"],
-                  checkpoint_dir=out, resume=resume, progress=progress,
-                  keep_checkpoints=t.get("keep_checkpoints", 1),
-                  clip_grad_norm=t.get("clip_grad_norm"), precision=t.get("precision", "fp32"),
+    history = fit(net, splits, loss_obj, config=config, checkpoint_dir=out, resume=resume,
                   callbacks=[WriteConfig()])
     train_seconds = time.perf_counter() - t0
     world = ddp.current()
     if world is not None and not world.is_main:
         return None  # rank 0 evaluates and writes the run folder
     metrics = {
-        "model": cfg["model"], "data": d["spec"], "device": str(device),
+        "model": cfg["model"], "data": d["spec"], "device": str(config.device),
         "epochs": len(history.epochs), "steps": history.epochs[-1]["step"] if history.epochs
         else 0, "train_seconds": train_seconds,
         "seconds_per_epoch": (sum(r["seconds"] for r in history.epochs) / len(history.epochs)
@@ -256,25 +234,10 @@ def train_run(out, *, model: str = "vae", model_config: dict | None = None,
     return metrics
 
 
-def load_run(run) -> tuple[object, data_mod.Splits, dict]:
-    """(model with trained weights, data splits, config) of a run folder."""
-    run = Path(run)
-    cfg = read_json(run / CONFIG)
-    splits = _load_data(cfg)
-    # The checkpoint's constructor arguments, else config.json's (older checkpoints lack them);
-    # its pyro.param tensors go into the param store.
-    ckpt = checkpoint.load(run / checkpoint.FILENAME)
-    model = saving.rebuild(ckpt, spec=cfg["model"], config=cfg["model_config"],
-                           input_shape=splits.train.event_shape, where=str(run))
-    saving.restore_params(ckpt)
-    model.eval()
-    return model, splits, cfg
-
-
 def evaluate_run(run, *, num_samples: int = 1000, split: str = "test", device: str = "cpu",
                  batch_size: int = 100) -> dict:
     """Re-evaluates a run's model on ``split`` with K = ``num_samples``; updates metrics.json."""
-    _check_int(num_samples, "num_samples")
+    checks.positive_int(num_samples, "num_samples")
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split: expected 'train', 'valid' or 'test', got {split!r}")
     dev = resolve_device(device)
@@ -292,10 +255,16 @@ def evaluate_run(run, *, num_samples: int = 1000, split: str = "test", device: s
     return result[split]
 
 
-def sample_run(run, *, n: int = 64, seed: int = 0, out=None) -> Path:
-    """Writes a grid of ``n`` samples from a run's model (default ``RUN/samples.png``)."""
-    _check_int(n, "n")
+def sample_run(run, *, n: int = 64, seed: int = 0, out=None) -> tuple[Path, Path]:
+    """Draws ``n`` samples from a run's model: a grid ``out`` (default
+    ``RUN/sample_seed<SEED>.png``, beside, not over, the training-time ``samples.png``) and the
+    samples themselves as an array ``(n, *event_shape)`` of E[x | z] in the ``.npy`` file of the
+    same name. Returns both paths."""
+    checks.positive_int(n, "n")
     run = Path(run)
+    png = Path(out) if out else run / f"sample_seed{seed}.png"
+    if png.suffix.lower() != ".png":
+        raise ValueError(f"out: expected a .png path, got {str(png)!r}")
     model, splits, cfg = load_run(run)
     test = splits.test
     idx = torch.arange(n) % len(test)  # conditioning inputs (labels) come from test data
@@ -306,4 +275,7 @@ def sample_run(run, *, n: int = 64, seed: int = 0, out=None) -> Path:
             raise ValueError(f"run: the {cfg['model']!r} model has no latent variables to "
                              f"sample from")
         samples = analysis.prior_predictive_mean(model, batch)
-    return analysis.plot_samples(samples, Path(out) if out else run / "samples.png")
+    npy = png.with_suffix(".npy")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, samples.detach().cpu().numpy())
+    return analysis.plot_samples(samples, png), npy

@@ -42,7 +42,8 @@ from pyro import poutine
 
 from . import checkpoint
 from ._runtime import resolve_device
-from .models.base import InitArgs, init_args_of, input_names, instantiate, resolve
+from .init_args import InitArgs, explain_mismatch, init_args_of, init_args_text, suspected
+from .protocol import input_names, instantiate, resolve
 
 log = logging.getLogger("pyrovae")
 
@@ -233,15 +234,15 @@ def rebuild(ckpt: dict, *, cls: type | None = None, spec: str | None = None,
             found = init_args_of(model)
             shown, sources = found.args or {}, {k: "default" for k in found.args or {}}
         call = f"{cls.__name__}({_arguments(shown, sources)})"
-        diff = checkpoint.explain_mismatch(shown, sources, built, actual, built_as="this model",
+        diff = explain_mismatch(shown, sources, built, actual, built_as="this model",
                                            actual_as="the checkpoint")
         if diff:
             guessed = {n.split("[")[0]: (g if "[" not in n else ...)
-                       for n, g in checkpoint.suspected(shown, built, actual)[:1]}
+                       for n, g in suspected(shown, built, actual)[:1]}
             raise ValueError(
                 f"load: the weights in {where} do not fit {call}: {diff}{why}; pass the "
                 f"arguments they were saved with: pyrovae.load(path, init_args="
-                f"{checkpoint.init_args_text(guessed or dict.fromkeys(shown, ...))})")
+                f"{init_args_text(guessed or dict.fromkeys(shown, ...))})")
         model.load_state_dict(saved)
     return model
 
@@ -313,3 +314,8 @@ def restore_params(ckpt: dict, device=None) -> list[str]:
 
 
 __all__ = ["external_params", "load", "rebuild", "restore_params", "save"]
+
+
+def load_model(path: str | os.PathLike, device="cpu"):
+    """The model a checkpoint or run folder holds: :func:`load` under its older name."""
+    return load(path, device)

@@ -53,7 +53,9 @@ def test_compare_two_runs(runs, capsys, tmp_path):
     assert cli.main(["compare", str(r3), str(r2), "--num-points", "40", "--num-samples", "60",
                      "--out", str(tmp_path / "table.csv")]) == 0
     printed = capsys.readouterr().out
-    assert "elpd_loo" in printed and "z3" in printed and "z2" in printed
+    # held-out columns named for what they are, not for ArviZ's leave-one-out (issue 16)
+    assert "elpd_heldout" in printed and "loo" not in printed
+    assert "z3" in printed and "z2" in printed
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "table.csv", index_col=0)
@@ -63,10 +65,10 @@ def test_compare_two_runs(runs, capsys, tmp_path):
         res = analysis.psis_diagnostics(model, splits.test.subset(torch.arange(40)), 60)
         by_hand[r.name] = res["log_px_psis"].values
     for name, v in by_hand.items():
-        assert table.loc[name, "elpd_loo"] == pytest.approx(v.sum(), abs=1e-3)
+        assert table.loc[name, "elpd_heldout"] == pytest.approx(v.sum(), abs=1e-3)
     diff = by_hand[table.index[0]] - by_hand[table.index[1]]
     assert table.iloc[1]["elpd_diff"] == pytest.approx(diff.sum(), abs=1e-3)
-    assert table.iloc[1]["dse"] == pytest.approx(np.sqrt(40 * diff.var()), rel=1e-4)
+    assert table.iloc[1]["diff_se"] == pytest.approx(np.sqrt(40 * diff.var()), rel=1e-4)
 
 
 def test_errors_exit_2_with_a_message(runs, tmp_path, capsys):

@@ -20,7 +20,7 @@ from pyro import poutine
 from .._runtime import eval_mode, module_device, seeded
 from ..data import as_dataset
 from ..infer.particles import _PARTICLES, ParticleTracer
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 
 OBS = "obs"  # the dim that indexes data points
 

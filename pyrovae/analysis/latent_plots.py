@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from pyro import poutine
 
 from ..infer._sites import pick_latent_site
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 from .plots import _save, _show_grid, image_grid
 from .predictive import _observed_site, latent_means
 

@@ -21,12 +21,16 @@ from pathlib import Path
 import torch
 
 from .._runtime import resolve_device
+from ..run_folder import load_run, write_json
 from . import posterior_plots as pp
 from .compare import compare, elpd
 from .inference_data import save_inference_data, to_inference_data
 from .psis import psis_diagnostics, summary
 
 SPLITS = ("train", "valid", "test")
+# ArviZ names its compare columns for leave-one-out CV; ours are held-out scores
+HELD_OUT_COLUMNS = {"elpd_loo": "elpd_heldout", "se": "elpd_se", "dse": "diff_se",
+                    "warning": "khat_warning"}
 
 
 def _check_int(value, name):
@@ -45,8 +49,6 @@ def _split(splits, split, num_points):
 
 
 def _load(run, device):
-    from ..run import load_run  # run imports analysis: resolve at call time
-
     model, splits, cfg = load_run(run)
     model.to(resolve_device(device))
     return model, splits, cfg
@@ -70,8 +72,6 @@ def analyze_run(run, *, num_points: int = 500, num_samples: int = 1000, draws: i
                 batch_size: int = 100) -> dict:
     """Posterior analysis of a trained run (see the module docstring); returns the headline
     figures also written to ``psis.json``."""
-    from ..run import write_json
-
     for name, v in (("num_points", num_points), ("num_samples", num_samples),
                     ("draws", draws), ("batch_size", batch_size)):
         _check_int(v, name)
@@ -106,8 +106,11 @@ def analyze_run(run, *, num_points: int = 500, num_samples: int = 1000, draws: i
 def compare_runs(runs, *, num_points: int | None = None, num_samples: int = 1000,
                  split: str = "test", estimator: str = "psis", seed: int = 0,
                  device: str = "cpu", batch_size: int = 100, method: str = "stacking", out=None):
-    """ArviZ ``compare`` table of several runs scored on the same held-out points (see
-    :func:`pyrovae.analysis.compare`); written as CSV to ``out`` when given."""
+    """The runs scored on the same held-out points (:func:`pyrovae.analysis.compare`, ArviZ's
+    ``compare``), best first, with columns named for what they are here: ``elpd_heldout`` (the
+    sum over the points of each run's estimate of log p(x)), ``elpd_se``, ``elpd_diff`` and
+    ``diff_se`` (to the best run, from paired per-point differences), ``weight`` and
+    ``khat_warning``; written as CSV to ``out`` when given."""
     runs = [Path(r) for r in runs]
     if len(runs) < 2:
         raise ValueError(f"runs: expected at least two run folders, got {len(runs)}")
@@ -126,7 +129,8 @@ def compare_runs(runs, *, num_points: int | None = None, num_samples: int = 1000
     if len(set(data_specs.values())) != 1:
         raise ValueError(f"runs: they were trained on different data or splits {data_specs}; "
                          f"held-out comparison needs the same test points")
-    table = compare(scored, method=method)
+    table = compare(scored, method=method).rename(columns=HELD_OUT_COLUMNS)
+    table = table.drop(columns=[c for c in ("p_loo", "scale") if c in table.columns])
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

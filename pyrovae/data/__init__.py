@@ -22,6 +22,7 @@ from .digits import load_digits
 from .dsprites import DSprites, DSpritesNPZ, load_dsprites
 from .grouped import grouped_factors
 from .mnist import load_mnist, load_mnist_arrays, read_idx
+from .specs import portable_spec, resolve_spec, split_path
 
 
 def _digits(arg, **kw):
@@ -107,7 +108,10 @@ __all__ = [
     "load_mnist",
     "load_mnist_arrays",
     "load_torchvision",
+    "portable_spec",
     "read_idx",
+    "resolve_spec",
     "split_arrays",
     "split_indices",
+    "split_path",
 ]

@@ -26,43 +26,46 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import torch_item
-from torch.distributions import kl_divergence
 
 from ..callbacks import StepFollower
 from ._sites import data_size
+from .registry import register_loss
 from .schedules import Schedule, as_schedule
+from .terms import ReportsTerms
+
+
+def observed_log_prob(model_trace):
+    r""":math:`\sum \log p(x \mid z)` over the model's observed sites (scaled and masked)."""
+    total = 0.0
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"] \
+                and not site["infer"].get("_deterministic"):
+            total = total + site["log_prob_sum"]
+    return total
 
 
 def latent_kl(model_trace, guide_trace, analytic: bool = True) -> torch.Tensor:
-    """Sum over latent sites of KL(q || p), scaled and masked as the sites are: analytic when
-    ``analytic`` and Pyro knows the pair, else ``log q(z) - log p(z)`` at the guide's draw."""
-    total = 0.0
+    """Sum over latent sites of KL(q || p), scaled and masked as the sites are, as Pyro's own
+    estimators compute it: the part of ``TraceMeanField_ELBO``'s particle loss (``analytic``:
+    closed form where ``kl_divergence`` knows the pair, else ``log q - log p`` at the draw) or
+    ``Trace_ELBO``'s (Monte Carlo) that is not the likelihood."""
     for name, g in guide_trace.nodes.items():
         if g["type"] != "sample" or g["is_observed"]:
             continue
         if name not in model_trace.nodes:
             raise ValueError(f"guide site {name!r} has no counterpart in the model")
-        m = model_trace.nodes[name]
         if not g["fn"].has_rsample:
             raise ValueError(f"TraceCapacity_ELBO: latent site {name!r} must be reparametrised "
                              f"(its {type(g['fn']).__name__} has no rsample)")
-        kl = None
-        if analytic:
-            try:
-                kl = kl_divergence(g["fn"], m["fn"])
-                kl = scale_and_mask(kl, g["scale"], g["mask"]).sum()
-            except NotImplementedError:
-                kl = None
-        if kl is None:
-            kl = g["log_prob_sum"] - m["log_prob_sum"]
-        total = total + kl
-    return total
+    estimator = TraceMeanField_ELBO if analytic else Trace_ELBO
+    _, negative_elbo = estimator._differentiable_loss_particle(None, model_trace, guide_trace)
+    return negative_elbo + observed_log_prob(model_trace)
 
 
-class TraceCapacity_ELBO(Trace_ELBO, StepFollower):
+@register_loss("capacity_elbo")
+class TraceCapacity_ELBO(ReportsTerms, Trace_ELBO, StepFollower):
     r"""Burgess et al. (2018, eq. 2) as a Pyro loss for any model/guide pair with reparametrised
     latent sites.
 
@@ -103,17 +106,16 @@ class TraceCapacity_ELBO(Trace_ELBO, StepFollower):
         return float(self.schedule(self.step))
 
     def _particle(self, model_trace, guide_trace):
-        recon = 0.0
-        for site in model_trace.nodes.values():
-            if site["type"] == "sample" and site["is_observed"] \
-                    and not site["infer"].get("_deterministic"):
-                recon = recon + site["log_prob_sum"]
+        recon = observed_log_prob(model_trace)
         kl = latent_kl(model_trace, guide_trace, self.analytic)
         n = data_size(model_trace, plate=self.plate)
         c = self.capacity
         loss = -recon + self.gamma * (kl - n * c).abs()
-        self.last_terms = {"capacity": c, "kl_gap": torch_item(kl.detach()) / n - c}
+        guide_trace.capacity_terms = {"capacity": c, "kl_gap": torch_item(kl.detach()) / n - c}
         return loss
+
+    def step_terms(self, model_trace, guide_trace) -> dict[str, float]:
+        return guide_trace.capacity_terms
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

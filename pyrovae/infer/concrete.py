@@ -8,6 +8,8 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
+from .registry import register_loss
+
 
 class _RelaxedOneHotCategorical(dist.RelaxedOneHotCategorical):
     """Draws kept inside the open simplex, so log-densities stay finite when a coordinate's
@@ -66,6 +68,7 @@ class RelaxMessenger(Messenger):
             msg["fn"] = relaxed
 
 
+@register_loss("concrete_elbo")
 class TraceConcrete_ELBO(Trace_ELBO):
     r""":class:`~pyro.infer.Trace_ELBO` on the Concrete relaxation of the discrete latents.
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
+from .registry import register_loss
 
+
+@register_loss("enum_elbo")
 class TraceEnumGuide_ELBO(TraceEnum_ELBO):
     r""":class:`~pyro.infer.TraceEnum_ELBO` with every discrete guide site enumerated.
 

@@ -42,7 +42,9 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 
 from ._sites import data_size, pick_latent_site
+from .registry import register_loss
 from .schedules import scale_latents
+from .terms import ReportsTerms
 
 KERNELS = ("rbf", "imq")
 
@@ -75,7 +77,8 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, kernel: str = "rbf",
     return off(kxx) / (n * (n - 1)) + off(kyy) / (m * (m - 1)) - 2 * kxy.mean((-1, -2))
 
 
-class TraceMMD_ELBO(Trace_ELBO):
+@register_loss("mmd_elbo")
+class TraceMMD_ELBO(ReportsTerms, Trace_ELBO):
     r"""InfoVAE objective with MMD (Zhao et al. 2019) as a Pyro loss, for any model/guide
     pair whose latent site lies in the data plate.
 
@@ -135,5 +138,8 @@ class TraceMMD_ELBO(Trace_ELBO):
         n = data_size(model_trace)
         # summed over vectorised particles, as the trace's log-densities are; Trace_ELBO divides
         extra = self.mmd_weight * n * est.sum()
-        self.last_terms = {"mmd2": torch_item(est.detach().mean())}
+        guide_trace.mmd_terms = {"mmd2": torch_item(est.detach().mean())}
         return loss + torch_item(extra), surrogate + extra
+
+    def step_terms(self, model_trace, guide_trace) -> dict[str, float]:
+        return getattr(guide_trace, "mmd_terms", {})

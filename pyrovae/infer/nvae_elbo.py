@@ -8,7 +8,7 @@ model here; :class:`pyrovae.models.NVAE` in particular) the loss, summed over a 
           \mathrm{KL}_l(x_b)\Big] + B\,\lambda\,(\mathcal L_{SR} + \mathcal L_{BN}),
 
 - :math:`\mathrm{KL}_l = \mathrm{KL}(q(z_l \mid z_{<l}, x) \,\|\, p(z_l \mid z_{<l}))`
-  analytic given the sampled :math:`z_{<l}` (:func:`pyrovae.models.nvae.residual_normal_kl`
+  analytic given the sampled :math:`z_{<l}` (:func:`pyrovae.distributions.residual_normal_kl`
   for residual-normal posteriors): a one-sample estimate of the ELBO's KL whose expectation
   is that of ``Trace_ELBO``'s;
 - KL warm-up: :math:`\beta_t` rises linearly from ``beta_start`` to 1 over ``warmup_steps``;
@@ -19,7 +19,7 @@ model here; :class:`pyrovae.models.NVAE` in particular) the loss, summed over a 
   :math:`\gamma_l = 1` afterwards;
 - :math:`\mathcal L_{SR}` the sum of the spectral norms of the convolutions and
   :math:`\mathcal L_{BN}` the batch-norm scale penalty
-  (:class:`pyrovae.models.nvae.SpectralRegularizer`), weighted by ``reg_coeff``.
+  (:class:`pyrovae.nn.spectral.SpectralRegularizer`), weighted by ``reg_coeff``.
 
 With ``reg_coeff=0`` and ``warmup_steps=0`` the value is a one-sample negative ELBO with
 analytic KLs, ``TraceMeanField_ELBO``'s.
@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro import poutine
 from pyro.distributions.util import sum_rightmost
-from pyro.poutine.util import prune_subsample_sites
 
-from ..callbacks import Callback
+from ..callbacks import StepFollower
+from ..distributions import ResidualNormal, residual_normal_kl
+from ..nn.spectral import SpectralRegularizer
+from .registry import register_loss
+from .schedules import Schedule
+from .traces import guide_model_traces
 
 
 def _unwrap(fn):
@@ -48,8 +51,6 @@ def _unwrap(fn):
 
 def group_kl(guide_fn, model_fn) -> torch.Tensor:
     """Analytic KL of one latent site, summed over its event dims: shape ``batch_shape``."""
-    from ..models.nvae import ResidualNormal, residual_normal_kl
-
     q, nq = _unwrap(guide_fn)
     p, _ = _unwrap(model_fn)
     if isinstance(q, ResidualNormal) and isinstance(p, torch.distributions.Normal):
@@ -58,7 +59,8 @@ def group_kl(guide_fn, model_fn) -> torch.Tensor:
     return pyro.distributions.kl_divergence(guide_fn, model_fn)
 
 
-class TraceNVAE_ELBO(Callback):
+@register_loss("nvae_elbo")
+class TraceNVAE_ELBO(StepFollower):
     """NVAE's loss (module docstring). ``module`` is the ``nn.Module`` whose convolutions and
     batch norms are regularised; by default the object whose bound ``model`` method the loss
     is called with. A :class:`pyrovae.Callback` too, so ``fit`` checkpoints its step count
@@ -82,17 +84,17 @@ class TraceNVAE_ELBO(Callback):
         self.beta_start, self.balance = float(beta_start), balance
         self.power_iterations = power_iterations
         self.module, self.regularizer, self.step = module, None, 0
+        self.warmup = (lambda step: 1.0) if warmup_steps == 0 else \
+            Schedule(self.beta_start, 1.0, warmup_steps, shape="linear")
         self.last_terms: dict[str, float] = {}
 
     def beta(self) -> float:
-        if self.step >= self.warmup_steps:
-            return 1.0
-        return self.beta_start + (1.0 - self.beta_start) * self.step / self.warmup_steps
+        """The KL weight β_t at the current step: linear from ``beta_start`` to 1 over
+        ``warmup_steps``, then 1."""
+        return float(self.warmup(self.step))
 
     def _regularizer(self, model):
         if self.regularizer is None:
-            from ..models.nvae import SpectralRegularizer
-
             module = self.module if self.module is not None else getattr(model, "__self__", None)
             if not isinstance(module, torch.nn.Module):
                 raise ValueError("module: TraceNVAE_ELBO needs the nn.Module to regularise; "
@@ -104,9 +106,7 @@ class TraceNVAE_ELBO(Callback):
         return self.regularizer
 
     def __call__(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        guide_tr = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
-        model_tr = prune_subsample_sites(
-            poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs))
+        model_tr, guide_tr = guide_model_traces(model, guide, kwargs, args=args, block=False)
         model_tr.compute_log_prob()
         recon, kls, sizes, batch = 0.0, [], [], None
         for name, site in model_tr.nodes.items():
@@ -135,7 +135,7 @@ class TraceNVAE_ELBO(Callback):
             spectral, bn = self._regularizer(model).penalties()
             loss = loss + batch * self.reg_coeff * (spectral + bn)
         if torch.is_grad_enabled():
-            self.step += 1
+            self.advance()
         self.last_terms = {"recon": float(-recon.detach()) / batch,
                            "kl": float(sum(k.detach().sum() for k in kls)) / batch,
                            "beta": beta, "spectral": float(spectral.detach()),

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 from .traces import guide_model_traces
 
 

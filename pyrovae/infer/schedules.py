@@ -36,6 +36,7 @@ from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
 from ..callbacks import StepFollower
+from .registry import make_loss, register_loss
 
 SHAPES = ("linear", "cosine", "sigmoid", "step", "cyclical")
 
@@ -237,3 +238,18 @@ class ScaledLatentELBO(ELBO, StepFollower):
     def _get_trace(self, model, guide, args, kwargs):
         m, g = self._wrapped(model, guide)
         return self.loss_fn._get_trace(m, g, args, kwargs)
+
+
+@register_loss("beta_elbo")
+def beta_elbo(beta: float = 4.0, base: str = "trace_elbo", **kw) -> ScaledLatentELBO:
+    """β-VAE (Higgins et al. 2017): the loss registered as ``base`` on β-scaled latent sites."""
+    return ScaledLatentELBO(make_loss(base, **kw), beta)
+
+
+@register_loss("warmup_elbo")
+def warmup_elbo(steps: int = 10000, shape: str = "linear", start: float = 0.0, end: float = 1.0,
+                delay: int = 0, base: str = "trace_elbo", **kw) -> ScaledLatentELBO:
+    """KL warm-up (Sønderby et al. 2016): the latent sites' weight follows a :class:`Schedule`
+    from ``start`` to ``end`` over ``steps`` optimiser steps."""
+    return ScaledLatentELBO(make_loss(base, **kw),
+                            Schedule(start, end, steps, shape=shape, delay=delay))

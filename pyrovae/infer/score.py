@@ -7,9 +7,12 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import torch_item
 
+from .registry import register_loss
+
 _PARTICLE_PLATE = "num_particles_vectorized"  # the plate Pyro's ELBO vectorises particles in
 
 
+@register_loss("score_elbo")
 class TraceScore_ELBO(Trace_ELBO):
     r"""Score-function (REINFORCE) gradient of the ELBO with no Rao-Blackwellisation.
 

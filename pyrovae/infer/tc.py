@@ -53,6 +53,8 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 
 from ._sites import factorised, pairwise_log_prob, pick_latent_site
+from .registry import register_loss
+from .terms import ReportsTerms
 
 ESTIMATORS = ("mws", "mss")
 
@@ -89,7 +91,8 @@ def tc_terms(base, z: torch.Tensor, log_q_cond: torch.Tensor, log_p: torch.Tenso
     return {"mi": log_q_cond - log_qz, "tc": log_qz - log_prod, "dw_kl": log_prod - log_p}
 
 
-class TraceTC_ELBO(Trace_ELBO):
+@register_loss("tc_elbo")
+class TraceTC_ELBO(ReportsTerms, Trace_ELBO):
     r"""β-TCVAE objective (Chen et al. 2018, eq. 4) as a Pyro loss, for any model/guide pair
     whose latent site ``site`` has a factorised, reparametrised density over a vector of
     dimensions in the guide (``Normal(loc, scale).to_event(1)`` inside ``pyro.plate("data")``).
@@ -122,7 +125,8 @@ class TraceTC_ELBO(Trace_ELBO):
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
         self.estimator, self.dataset_size, self.site = estimator, dataset_size, site
         self.last_terms: dict[str, float] = {}
-        self._sums: dict[str, float] = {}
+
+    loss_context = ("dataset_size",)  # make_loss fills it from the training data
 
     def decompose(self, model_trace, guide_trace) -> dict[str, torch.Tensor]:
         """``{"mi", "tc", "dw_kl"}``: per-sample terms ``(..., M)`` for the chosen site, from
@@ -148,42 +152,23 @@ class TraceTC_ELBO(Trace_ELBO):
         t = self.decompose(model_trace, guide_trace)
         scale = t.pop("scale")
         n = t["mi"].numel()  # samples in this trace: batch (x vectorised particles)
-        for k, v in t.items():
-            self._sums[k] = self._sums.get(k, 0.0) + torch_item(v.detach().sum()) / n
-        self._particles += 1
+        guide_trace.tc_terms = {k: torch_item(v.detach().sum()) / n for k, v in t.items()}
         if (self.alpha, self.beta, self.gamma) == (1.0, 1.0, 1.0):
             return loss, surrogate  # the ELBO itself
         extra = scale * ((self.alpha - 1) * t["mi"].sum() + (self.beta - 1) * t["tc"].sum()
                          + (self.gamma - 1) * t["dw_kl"].sum())
         return loss + torch_item(extra), surrogate + extra
 
-    def _start(self):
-        self._sums, self._particles = {}, 0
-
-    def _finish(self):
-        p = max(self._particles, 1)
-        terms = {k: v / p for k, v in self._sums.items()}
-        terms["kl"] = sum(terms.values())
-        self.last_terms = terms
+    def step_terms(self, model_trace, guide_trace) -> dict[str, float]:
+        terms = dict(guide_trace.tc_terms)
+        terms["kl"] = terms["mi"] + terms["tc"] + terms["dw_kl"]
+        return terms
 
     def loss(self, model, guide, *args, **kwargs) -> float:
-        """The objective's value (a float), as in :meth:`Trace_ELBO.loss`."""
-        self._start()
+        """The objective's value (a float): Trace_ELBO's ``loss`` reads the traces' log-densities
+        directly, so it is computed here from this class's particle loss."""
         with torch.no_grad():
             total = 0.0
             for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
                 total += self._differentiable_loss_particle(model_trace, guide_trace)[0]
-        self._finish()
         return total / self.num_particles
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        self._start()
-        out = super().differentiable_loss(model, guide, *args, **kwargs)
-        self._finish()
-        return out
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        self._start()
-        out = super().loss_and_grads(model, guide, *args, **kwargs)
-        self._finish()
-        return out

@@ -65,3 +65,32 @@ def elbo_terms(model, guide, kwargs: dict) -> dict[str, float]:
     out = {k: float(v) for k, v in terms.items()}
     out["loss"] = out["recon"] + out["kl"]
     return out
+
+
+class ReportsTerms:
+    """Mixin for a Pyro ELBO that reports figures of each call beside its loss (the β-TCVAE
+    decomposition, codebook usage, ...): implement ``step_terms(model_trace, guide_trace) ->
+    dict[str, float]``, called once per particle after the loss has used the traces. After
+    every ``loss``, ``differentiable_loss`` or ``loss_and_grads`` call, ``last_terms`` holds
+    their mean over the call's particles, which :func:`pyrovae.fit` logs.
+
+    One override serves all three entry points: each draws its traces through
+    ``_get_traces``, which this wraps. Put it before the ELBO in the bases
+    (``class TraceX_ELBO(ReportsTerms, Trace_ELBO)``).
+    """
+
+    last_terms: dict[str, float]
+
+    def step_terms(self, model_trace, guide_trace) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _get_traces(self, model, guide, args, kwargs):
+        per_particle = []
+        for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):
+            yield model_trace, guide_trace
+            per_particle.append(self.step_terms(model_trace, guide_trace))
+        sums: dict[str, float] = {}
+        for terms in per_particle:
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.last_terms = {k: v / len(per_particle) for k, v in sums.items()}

@@ -7,6 +7,9 @@ import math
 import torch
 from pyro.infer import Trace_ELBO
 
+from .registry import register_loss
+from .terms import ReportsTerms
+
 
 def _num_codes(site) -> int | None:
     k = site["infer"].get("num_codes")
@@ -50,7 +53,8 @@ def vq_terms(guide_trace) -> dict[str, float]:
     return out
 
 
-class TraceVQ_ELBO(Trace_ELBO):
+@register_loss("vq_elbo")
+class TraceVQ_ELBO(ReportsTerms, Trace_ELBO):
     """:class:`pyro.infer.Trace_ELBO` (same value, same gradients) that sets ``last_terms`` after
     each call: the codebook and commitment penalties, and the perplexity and usage of each code
     site in the batch (:func:`vq_terms`), which :func:`pyrovae.fit` logs beside the loss.
@@ -63,33 +67,6 @@ class TraceVQ_ELBO(Trace_ELBO):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.last_terms: dict[str, float] = {}
-        self._guide_traces: list = []
 
-    def _get_trace(self, model, guide, args, kwargs):
-        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
-        self._guide_traces.append(guide_trace)
-        return model_trace, guide_trace
-
-    def _collect(self) -> None:
-        sums: dict[str, float] = {}
-        for tr in self._guide_traces:
-            for k, v in vq_terms(tr).items():
-                sums[k] = sums.get(k, 0.0) + v
-        n = max(len(self._guide_traces), 1)
-        self.last_terms = {k: v / n for k, v in sums.items() if math.isfinite(v)}
-        self._guide_traces = []
-
-    def loss(self, model, guide, *args, **kwargs):
-        out = super().loss(model, guide, *args, **kwargs)
-        self._collect()
-        return out
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        out = super().differentiable_loss(model, guide, *args, **kwargs)
-        self._collect()
-        return out
-
-    def loss_and_grads(self, model, guide, *args, **kwargs):
-        out = super().loss_and_grads(model, guide, *args, **kwargs)
-        self._collect()
-        return out
+    def step_terms(self, model_trace, guide_trace) -> dict[str, float]:
+        return {k: v for k, v in vq_terms(guide_trace).items() if math.isfinite(v)}

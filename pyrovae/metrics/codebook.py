@@ -22,7 +22,7 @@ from pyro.poutine.util import prune_subsample_sites
 from .._runtime import eval_mode, module_device
 from ..data import as_dataset
 from ..infer.predictive import reconstruct
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 from .likelihood import log_likelihood
 
 

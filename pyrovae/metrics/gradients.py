@@ -11,7 +11,7 @@ import torch
 
 from .._runtime import module_device, resolve_device, seeded
 from ..data import as_dataset
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 from ..train.probe import discover_params  # the same parameters fit() trains
 
 

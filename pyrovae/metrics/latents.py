@@ -11,7 +11,7 @@ from torch.distributions import kl_divergence
 from .._runtime import eval_mode, module_device, seeded
 from ..data import as_dataset
 from ..infer._sites import factorised, pick_latent_site
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 
 
 def _site_batches(model, data, site, batch_size, seed):

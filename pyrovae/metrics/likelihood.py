@@ -11,7 +11,7 @@ from pyro import poutine
 from .._runtime import eval_mode, module_device, resolve_device, seeded, trim_heap
 from ..data import as_dataset
 from ..infer.particles import ParticleTracer
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 
 
 def _is_point_mass(fn) -> bool:

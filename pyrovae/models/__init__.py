@@ -1,8 +1,9 @@
 """Model families, one file each. Every module here registers its models on import
-(:func:`~pyrovae.models.base.register_model`), so adding a family is adding a file."""
+(:func:`~pyrovae.protocol.register_model`), so adding a family is adding a file."""
 
+from ..protocol import MODELS, as_model, build, register_model, resolve, spec_of
+from . import base  # noqa: F401  (pyrovae.models.base: the protocol's former home)
 from .ae import AE
-from .base import MODELS, as_model, build, register_model, resolve, spec_of
 from .code_prior import AutoregressiveCategorical, CodeLevel, CodePrior
 from .cvae import CVAE, CVAEConfig
 from .discrete import BernoulliVAE, BernoulliVAEConfig, CategoricalVAE, CategoricalVAEConfig

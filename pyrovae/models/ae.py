@@ -6,7 +6,7 @@ import pyro
 import torch
 from pyro.nn import pyro_method
 
-from .base import register_model
+from ..protocol import register_model
 from .vae import _Autoencoder, full_precision
 
 

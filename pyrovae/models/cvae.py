@@ -14,7 +14,7 @@ from torch import nn
 from .. import nn as nets
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import activation, as_shape
-from .base import register_model, resolve_config
+from ..protocol import register_model, resolve_config
 from .vae import _check_likelihood_args
 
 PRIORS = ("standard", "conditional")

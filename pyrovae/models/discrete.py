@@ -34,7 +34,7 @@ from torch import nn
 from ..likelihoods import likelihood as make_likelihood
 from ..nn import ACTIVATIONS, MLP
 from ..nn.layers import as_shape
-from .base import register_model, resolve_config
+from ..protocol import register_model, resolve_config
 from .vae import _check_likelihood_args
 
 BASELINES = ("none", "average", "neural", "average+neural")

@@ -37,7 +37,7 @@ from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
-from .base import register_model, resolve_config
+from ..protocol import register_model, resolve_config
 from .guide_path import GuidePath, SharesGuidePath
 from .vae import _check_likelihood_args, _one_of, _positive_ints, full_precision
 

@@ -40,117 +40,19 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
-from torch.distributions.utils import broadcast_all
 
+from ..distributions import ResidualNormal, residual_normal_kl  # noqa: F401  (re-exported)
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.nvae_cells import DecoderCell, EncoderCell, apply_images
-from .base import register_model, resolve_config
+from ..nn.spectral import SpectralRegularizer, power_iteration  # noqa: F401  (re-exported)
+from ..protocol import register_model, resolve_config
 from .guide_path import GuidePath, SharesGuidePath
 from .hierarchical import _Ancestral
 from .vae import _check_likelihood_args, _one_of, full_precision
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1: scales start at 1
-
-
-class ResidualNormal(dist.Normal):
-    r""":math:`\mathcal N(\mu_p + \Delta\mu, (\sigma_p\Delta\sigma)^2)`: a Normal parametrised
-    relative to a prior :math:`\mathcal N(\mu_p, \sigma_p^2)` (NVAE eq. 2). Behaves as the
-    Normal it equals; keeps ``prior_loc``, ``prior_scale``, ``delta_loc``, ``delta_scale`` so
-    the KL to the prior can be computed from the residuals (:func:`residual_normal_kl`)."""
-
-    def __init__(self, prior_loc, prior_scale, delta_loc, delta_scale, validate_args=None):
-        self.prior_loc, self.prior_scale, self.delta_loc, self.delta_scale = broadcast_all(
-            prior_loc, prior_scale, delta_loc, delta_scale)
-        super().__init__(self.prior_loc + self.delta_loc, self.prior_scale * self.delta_scale,
-                         validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        shape = torch.Size(batch_shape)
-        return ResidualNormal(self.prior_loc.expand(shape), self.prior_scale.expand(shape),
-                              self.delta_loc.expand(shape), self.delta_scale.expand(shape),
-                              validate_args=self.__dict__.get("_validate_args"))
-
-
-def residual_normal_kl(delta_loc: torch.Tensor, delta_scale: torch.Tensor,
-                       prior_scale: torch.Tensor) -> torch.Tensor:
-    r"""Elementwise :math:`\mathrm{KL}(\mathcal N(\mu_p + \Delta\mu, \sigma_p^2\Delta\sigma^2)
-    \,\|\, \mathcal N(\mu_p, \sigma_p^2)) = \frac12\big(\Delta\mu^2/\sigma_p^2 + \Delta\sigma^2
-    - 1\big) - \log\Delta\sigma` (Vahdat and Kautz 2020, eq. 2). It does not depend on
-    :math:`\mu_p`, and the posterior's own scale enters only through :math:`\Delta\sigma`."""
-    return 0.5 * ((delta_loc / prior_scale).pow(2) + delta_scale.pow(2) - 1.0) \
-        - delta_scale.log()
-
-
-def power_iteration(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-                    iterations: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""Largest singular value of ``weight`` reshaped to ``(out, -1)`` by power iteration.
-
-    Alternates :math:`v \leftarrow W^\top u / \|W^\top u\|`, :math:`u \leftarrow Wv/\|Wv\|`
-    ``iterations`` times from the given ``u: (out,)``, ``v: (in,)`` (no gradient through them)
-    and returns :math:`(\sigma = u^\top W v, u, v)`; :math:`\sigma` is differentiable in ``W``
-    with gradient :math:`u v^\top`, the gradient of the spectral norm (Miyato et al. 2018;
-    NVAE §3.2 uses it, one iteration per step from persistent vectors).
-    """
-    w = weight.reshape(weight.shape[0], -1)  # (out, in)
-    with torch.no_grad():
-        wd = w.detach()
-        for _ in range(iterations):
-            v = F.normalize(wd.t() @ u, dim=0, eps=1e-12)  # (in,)
-            u = F.normalize(wd @ v, dim=0, eps=1e-12)  # (out,)
-    return u @ (w @ v), u, v
-
-
-class SpectralRegularizer:
-    r"""NVAE's smoothness penalty (§3.2): :math:`\mathcal L_{SR} = \sum_i s^{(i)}`, the sum of
-    the largest singular values of every convolution weight reshaped to 2-D, estimated by
-    :func:`power_iteration` with vectors kept between calls; plus a batch-norm penalty
-    :math:`\sum_j \max_c |\gamma_{j,c}|` over the BN layers' scales (NVAE §3.2 regularises
-    the BN scaling parameters because they can grow and make training unstable; the max
-    over channels is our choice of norm). ``penalties()`` returns both as differentiable
-    scalars."""
-
-    def __init__(self, module: nn.Module, iterations: int = 1, init_iterations: int = 20):
-        self.convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-        self.norms = [m for m in module.modules()
-                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
-        self.iterations, self.init_iterations = iterations, init_iterations
-        self.vectors: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def _init(self):
-        g = torch.Generator().manual_seed(0)
-        self.vectors = []
-        for m in self.convs:
-            w = m.weight.reshape(m.weight.shape[0], -1)
-            u = F.normalize(torch.randn(w.shape[0], generator=g), dim=0).to(w)
-            v = F.normalize(torch.randn(w.shape[1], generator=g), dim=0).to(w)
-            self.vectors.append(power_iteration(w, u, v, self.init_iterations)[1:])
-
-    def penalties(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.vectors is None:
-            self._init()
-        sigmas = []
-        for i, m in enumerate(self.convs):
-            u, v = self.vectors[i]
-            s, u, v = power_iteration(m.weight, u.to(m.weight), v.to(m.weight),
-                                      self.iterations)
-            self.vectors[i] = (u, v)
-            sigmas.append(s)
-        zero = next(iter(m.weight for m in self.convs)).new_zeros(()) if self.convs else \
-            torch.zeros(())
-        spectral = torch.stack(sigmas).sum() if sigmas else zero
-        bn = torch.stack([m.weight.abs().max() for m in self.norms]).sum() if self.norms \
-            else zero
-        return spectral, bn
-
-    def state_dict(self) -> dict:
-        return {"vectors": None if self.vectors is None else
-                [(u.cpu(), v.cpu()) for u, v in self.vectors]}
-
-    def load_state_dict(self, state: dict) -> None:
-        vec = state.get("vectors")
-        self.vectors = None if vec is None else [(u.clone(), v.clone()) for u, v in vec]
 
 
 @dataclass

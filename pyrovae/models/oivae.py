@@ -45,7 +45,7 @@ from torch import nn
 
 from .. import nn as nets
 from ..nn.layers import activation
-from .base import register_model, resolve_config
+from ..protocol import register_model, resolve_config
 
 
 @dataclass

@@ -54,8 +54,8 @@ from ..data import as_dataset
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.resnet import ConvMapDecoder, ConvMapEncoder
+from ..protocol import register_model, resolve_config
 from ..quantize import Quantized, VectorQuantizer
-from .base import register_model, resolve_config
 from .code_prior import CodeLevel, CodePrior
 
 

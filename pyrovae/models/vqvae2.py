@@ -34,8 +34,8 @@ from torch import nn
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import as_shape
 from ..nn.resnet import ConvMapDecoder, ConvMapEncoder
+from ..protocol import register_model, resolve_config
 from ..quantize import VectorQuantizer
-from .base import register_model, resolve_config
 from .code_prior import CodeLevel
 from .vqvae import (
     _check_ints,

@@ -24,7 +24,7 @@ from ..callbacks import Callback, as_callbacks
 from ..data import Splits, as_dataset
 from ..infer import lean
 from ..infer.terms import elbo_terms
-from ..models.base import as_model, input_names
+from ..protocol import as_model, input_names
 from .checkpointing import Checkpointer, restore
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
