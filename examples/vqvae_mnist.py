@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     ckpt = checkpoint.load(path)
     ckpt["model_state"] = {k: v.cpu() for k, v in model.state_dict().items()}
     checkpoint.save(path, ckpt)  # `pyrovae sample RUN` now draws from the learned prior
-    samples = run.sample_run(out, n=args.samples, seed=args.seed)
+    samples, _ = run.sample_run(out, n=args.samples, seed=args.seed, out=out / "samples.png")
 
     # --- what the codes and the prior achieve on the test set ------------------------------
     test = splits.test
