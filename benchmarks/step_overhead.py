@@ -1,20 +1,29 @@
-"""Per-step cost of training pyrovae's VAE against the same network and loss in plain PyTorch.
+"""Per-step cost of training pyrovae's VAE against the same network and loss in plain PyTorch,
+eager and compiled, side by side in one process.
 
 Cases: ``mlp`` (Burda et al. 2016's 784-200-200-50 network, batch 100) and ``conv`` (a conv
 VAE on 28x28, batch 128), each on ``cpu`` and ``cuda`` (skipped, with the reason printed, when
-no GPU is visible). In each case both sides run in one process on the same batch, interleaved,
-so machine load hits both alike. Two measurements:
+no GPU is visible). Four sides per case, all with Adam (lr 1e-3, torch's default
+implementation on both sides) and the same single-sample Monte-Carlo ELBO (no analytic KL on
+either side):
 
-- ``step``: one optimiser step on a fixed batch (zero_grad; Pyro's ``Trace_ELBO.loss_and_grads``
-  versus ``loss.backward()``; Adam step);
-- ``fit``: the whole training loop per step (``pyrovae.fit`` with batching, dynamic
-  binarisation and term logging versus a plain loop doing the same batching).
+- ``pyrovae``: the step ``fit`` takes on every step after its validated first one (the lean
+  ELBO with sub-networks read as plain attributes; :mod:`pyrovae.train.steps`);
+- ``pyrovae_traced``: ``fit(compile="trace")``'s step (the ELBO traced once, its graph replayed);
+- ``pyrovae_compiled``: ``fit(compile=True)``'s step (the traced ELBO, ``torch.compile``'d);
+- ``torch``, ``torch_compiled``: the plain-PyTorch twin, eager and with its loss compiled;
+- ``trace_elbo``: Pyro's own ``Trace_ELBO.loss_and_grads`` on the same model (for reference);
+- ``fit``: the whole ``pyrovae.fit`` loop per step (batching, dynamic binarisation, the
+  non-finite guard, the history) against a plain loop doing the same batching.
 
-Prints a table of medians over repeats and, last, ``name: value`` lines ending with one
-``ratio_<case>:`` line per case run (pyrovae step time over plain PyTorch step time).
+Each timed block is ``--steps`` steps; the sides are interleaved block by block (order
+alternating), so machine load hits them alike; medians over ``--repeats`` blocks. Prints a
+table, then ``name: value`` lines ending with one ``ratio_<case>:`` line per case (eager
+pyrovae over eager torch). Compilation time is reported, not included.
 
     python benchmarks/step_overhead.py                        # all four cases
-    python benchmarks/step_overhead.py --cases mlp_cpu conv_cpu --repeats 11
+    python benchmarks/step_overhead.py --cases mlp_cpu conv_cpu --repeats 11 --threads 2
+    python benchmarks/step_overhead.py --no-compile           # eager only
 """
 
 from __future__ import annotations
@@ -52,17 +61,19 @@ def skip_reason(case: str) -> str | None:
     return None
 
 
-def measure(case, train, batch_size, steps, repeats):
-    """Medians (ms per step) of ``pyro_step``, ``torch_step``, ``pyro_fit``, ``torch_fit``."""
+def measure(case, train, batch_size, steps, repeats, compile_options=None, compiled=True):
+    """Medians (ms per step) of every side, and the compile times (s)."""
     network, dev = NETWORK[case.split("_")[0]], torch.device(case.split("_")[1])
     vae, ref = make_pair(network, train.event_shape)
     vae.to(dev), ref.to(dev)
     train = train.to(dev)
     g = torch.Generator(device=dev).manual_seed(0)
     x = train.batch(torch.arange(batch_size, device=dev), g)["x"]
-
-    pair = StepPair(vae, ref, x)
-    pyro_step, torch_step = pair.pyro, pair.torch
+    pair = StepPair(vae, ref, x, compiled=compiled, compile_options=compile_options)
+    sides = {"pyro": pair.pyro, "torch": pair.torch, "trace_elbo": pair.trace_elbo,
+             "pyro_traced": pair.pyro_traced}
+    if compiled:
+        sides.update(pyro_compiled=pair.pyro_compiled, torch_compiled=pair.torch_compiled)
 
     # the whole loop: an epoch-sized slice of the data, `steps` batches
     sub = train.subset(torch.arange(steps * batch_size, device=dev))
@@ -74,20 +85,22 @@ def measure(case, train, batch_size, steps, repeats):
     def torch_fit():
         train_epoch(ref, pair.opt_t, sub.x, batch_size, g)
 
-    with pyro.validation_enabled(False):  # as fit runs every step after its first
-        for f in (pyro_step, torch_step):  # warm-up: allocator, lazy imports, CUDA kernels
+    fits = {"pyro_fit": pyro_fit, "torch_fit": torch_fit}
+    with pyro.validation_enabled(False):
+        for f in sides.values():  # warm-up: allocator, lazy imports, kernels, compilation
             time_steps(f, 10, dev)
         pyro_fit(), torch_fit()
-        res = {"pyro_step": [], "torch_step": [], "pyro_fit": [], "torch_fit": []}
+        res = {k: [] for k in (*sides, *fits)}
         for r in range(repeats):
-            order = [("pyro", "torch"), ("torch", "pyro")][r % 2]
-            for side in order:
-                step = pyro_step if side == "pyro" else torch_step
-                res[f"{side}_step"].append(time_steps(step, steps, dev))
-            for side in order:
-                fit_fn = pyro_fit if side == "pyro" else torch_fit
-                res[f"{side}_fit"].append(time_steps(fit_fn, 1, dev) / steps)
-    return {k: statistics.median(v) * 1e3 for k, v in res.items()}
+            for group in (sides, fits):
+                names = list(group) if r % 2 == 0 else list(reversed(group))
+                for name in names:
+                    n = steps if group is sides else 1
+                    per = time_steps(group[name], n, dev) / (1 if group is sides else steps)
+                    res[name].append(per)
+    out = {k: statistics.median(v) * 1e3 for k, v in res.items()}
+    out["compile_s_pyro"], out["compile_s_torch"] = pair.compile_seconds
+    return out
 
 
 def main(argv=None):
@@ -99,9 +112,13 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="interleaved timed blocks per side")
     p.add_argument("--data", default=None, help="pyrovae data spec (default: shared MNIST)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--no-compile", action="store_true", help="eager sides only")
+    p.add_argument("--cudagraphs", action="store_true",
+                   help="compiled sides also capture CUDA graphs (inductor's triton.cudagraphs)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = {"triton.cudagraphs": True} if args.cudagraphs else None
 
     warm_up()
     train = load_data(args.data).train
@@ -112,26 +129,50 @@ def main(argv=None):
             print(f"{case}: skipped, {reason}")
             continue
         batches[case] = args.batch_size or BATCH[case.split("_")[0]]
-        results[case] = measure(case, train, batches[case], args.steps, args.repeats)
+        results[case] = measure(case, train, batches[case], args.steps, args.repeats,
+                                options, compiled=not args.no_compile)
 
     print(f"{args.steps} steps x {args.repeats} interleaved repeats; {environment()}")
     if torch.cuda.is_available() and any(c.endswith("_cuda") for c in results):
         print(f"cuda: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
-    print(f"{'case':10}{'batch':>7}{'pyrovae ms':>12}{'torch ms':>10}{'step ratio':>12}"
-          f"{'fit ratio':>11}")
+    compiled = not args.no_compile
+    head = f"{'case':10}{'batch':>7}{'pyrovae':>10}{'torch':>9}{'ratio':>8}"
+    if compiled:
+        head += f"{'pyro comp':>11}{'torch comp':>11}{'vs eager':>10}{'vs comp':>9}"
+    print("ms per step (ratio: pyrovae / torch)")
+    print(head + f"{'traced':>9}{'Trace_ELBO':>12}{'fit ratio':>11}")
     ratios = {}
-    for case, med in results.items():
-        ratios[case] = (med["pyro_step"] / med["torch_step"], med["pyro_fit"] / med["torch_fit"])
-        print(f"{case:10}{batches[case]:7d}{med['pyro_step']:12.3f}{med['torch_step']:10.3f}"
-              f"{ratios[case][0]:12.3f}{ratios[case][1]:11.3f}")
-    for case, med in results.items():
-        print(f"pyrovae_step_ms_{case}: {med['pyro_step']:.4f}")
-        print(f"torch_step_ms_{case}: {med['torch_step']:.4f}")
-        print(f"fit_ratio_{case}: {ratios[case][1]:.4f}")
+    for case, m in results.items():
+        r = {"ratio": m["pyro"] / m["torch"], "fit_ratio": m["pyro_fit"] / m["torch_fit"],
+             "trace_elbo_ratio": m["trace_elbo"] / m["torch"],
+             "traced_ratio": m["pyro_traced"] / m["torch"]}
+        row = f"{case:10}{batches[case]:7d}{m['pyro']:10.3f}{m['torch']:9.3f}{r['ratio']:8.3f}"
+        if compiled:
+            r["compiled_vs_eager"] = m["pyro_compiled"] / m["torch"]
+            r["compiled_vs_compiled"] = m["pyro_compiled"] / m["torch_compiled"]
+            row += (f"{m['pyro_compiled']:11.3f}{m['torch_compiled']:11.3f}"
+                    f"{r['compiled_vs_eager']:10.3f}{r['compiled_vs_compiled']:9.3f}")
+        print(row + f"{r['traced_ratio']:9.3f}{m['trace_elbo']:12.3f}{r['fit_ratio']:11.3f}")
+        ratios[case] = r
+    for case, m in results.items():
+        print(f"pyrovae_step_ms_{case}: {m['pyro']:.4f}")
+        print(f"torch_step_ms_{case}: {m['torch']:.4f}")
+        print(f"trace_elbo_step_ms_{case}: {m['trace_elbo']:.4f}")
+        if compiled:
+            print(f"pyrovae_compiled_step_ms_{case}: {m['pyro_compiled']:.4f}")
+            print(f"torch_compiled_step_ms_{case}: {m['torch_compiled']:.4f}")
+            print(f"compile_s_pyrovae_{case}: {m['compile_s_pyro']:.2f}")
+            print(f"compile_s_torch_{case}: {m['compile_s_torch']:.2f}")
+            print(f"ratio_compiled_vs_eager_torch_{case}: {ratios[case]['compiled_vs_eager']:.4f}")
+            print(f"ratio_compiled_vs_compiled_torch_{case}: "
+                  f"{ratios[case]['compiled_vs_compiled']:.4f}")
+        print(f"pyrovae_traced_step_ms_{case}: {m['pyro_traced']:.4f}")
+        print(f"ratio_traced_{case}: {ratios[case]['traced_ratio']:.4f}")
+        print(f"trace_elbo_ratio_{case}: {ratios[case]['trace_elbo_ratio']:.4f}")
+        print(f"fit_ratio_{case}: {ratios[case]['fit_ratio']:.4f}")
     for case in results:
-        print(f"ratio_{case}: {ratios[case][0]:.4f}")
-    return {case: {**med, "ratio": ratios[case][0], "fit_ratio": ratios[case][1]}
-            for case, med in results.items()}
+        print(f"ratio_{case}: {ratios[case]['ratio']:.4f}")
+    return {case: {**m, **ratios[case]} for case, m in results.items()}
 
 
 if __name__ == "__main__":

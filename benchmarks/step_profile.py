@@ -76,7 +76,7 @@ def profile_case(case, train, batch_size, steps, interval):
     vae, ref = make_pair(NETWORK[case], train.event_shape)
     g = torch.Generator().manual_seed(0)
     x = train.batch(torch.arange(batch_size), g)["x"]
-    pair = StepPair(vae, ref, x)
+    pair = StepPair(vae, ref, x, compiled=False)
     pyro_step, torch_step = pair.pyro, pair.torch
 
     def timed(fn, n):

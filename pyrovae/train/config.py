@@ -130,10 +130,14 @@ class TrainConfig:
         True, "run Trace_ELBO / TraceMeanField_ELBO on a fully reparametrised guide through "
               "pyrovae.infer.lean (same estimator, same draws, no per-site Python)",
         cli=dict(action=argparse.BooleanOptionalAction))
-    compile: bool = _setting(
-        False, "trace model and guide once and run the ELBO as one compiled function "
-               "(pyrovae.train.compiled); falls back to eager, saying why, when the program's "
-               "structure is dynamic", cli=dict(action="store_true"))
+    compile: bool | str = _setting(
+        False, "trace model and guide once and run the ELBO as one function "
+               "(pyrovae.train.compiled): True or 'inductor' compiles it with torch.compile, "
+               "'trace' replays the traced graph; falls back to eager, saying why, when the "
+               "program's structure is dynamic",
+        cli=dict(nargs="?", const="inductor", choices=("inductor", "trace"),
+                 help="trace model and guide once and run the ELBO as one torch.compile'd "
+                      "function (inductor) or a replayed graph (trace)"))
     log: tuple = _setting(
         (), "experiment trackers besides the JSON-lines log: 'tensorboard'",
         cli=dict(action="append", choices=TRACKERS, help="also log to a tracker, repeatable: "
@@ -170,8 +174,8 @@ class TrainConfig:
                     or not all(isinstance(k, str) for k in self.optimizer_args):
                 raise ValueError(f"optimizer_args: expected a dict of keyword arguments, got "
                                  f"{self.optimizer_args!r}")
-        for name in ("lean_elbo", "compile"):
-            checks.boolean(getattr(self, name), name)
+        checks.boolean(self.lean_elbo, "lean_elbo")
+        checks.one_of(self.compile, (False, True, "inductor", "trace"), "compile")
         self.log = tuple(self.log or ())
         for t in self.log:
             checks.one_of(t, TRACKERS, "log")

@@ -25,6 +25,7 @@ from ..data import Splits, as_dataset
 from ..infer import lean
 from ..infer.terms import elbo_terms
 from ..protocol import as_model, input_names
+from . import compiled
 from .checkpointing import Checkpointer, restore
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
@@ -64,8 +65,11 @@ class Trainer:
                              f"{len(self.train)} training data points")
         check = getattr(self.model, "check_data", None)
         if check is not None:
-            # Dynamic binarisation draws from x, so check one draw rather than probabilities.
-            check(self.train.frozen(0).x, "data")
+            # Dynamically binarised data is a draw in {0, 1} from probabilities the dataset
+            # checked: a draw of a few points shows its shape and support as well as all of them.
+            train = self.train if self.train.binarize != "dynamic" else \
+                self.train.subset(torch.arange(min(len(self.train), 256))).frozen(0)
+            check(train.x, "data")
             if self.valid is not None:
                 check(self.valid.x, "validation_data")
         self.loss = pyro.infer.Trace_ELBO() if loss is None else loss
@@ -136,7 +140,7 @@ class Trainer:
                                 is_main=self.main, total_steps=self.total_steps,
                                 epochs=self.epochs)
         self.order = None
-        self._build_steps(model_tr, guide_tr)
+        self._build_steps(model_tr, guide_tr, kwargs)
         self.hooks = self._build_hooks()
         self.epoch_terms, self.epoch_term_steps = {}, 0
         if self.saved is not None:
@@ -145,9 +149,10 @@ class Trainer:
         if self.world is not None:
             ddp.barrier()  # every process has passed its checks before any writes a file
 
-    def _build_steps(self, model_tr, guide_tr) -> None:
+    def _build_steps(self, model_tr, guide_tr, kwargs) -> None:
         """The validated step runs the loss as given; the others the lean ELBO if it computes
-        the same thing (:func:`pyrovae.infer.lean.eligible`)."""
+        the same thing (:func:`pyrovae.infer.lean.eligible`), traced once and compiled when
+        ``compile`` asks and the programs allow (:mod:`pyrovae.train.compiled`)."""
         originals = self.model_fn == self.model.model and self.guide_fn == self.model.guide
         self.lean_reason = lean.eligible(self.loss, model_tr, guide_tr) \
             if self.config.lean_elbo else "lean_elbo=False"
@@ -155,11 +160,32 @@ class Trainer:
         self.checked_step = LossStep(self.loss, self.model_fn, self.guide_fn, terms=originals,
                                      lean_value=use_lean)
         self.fast_step = self.checked_step
+        analytic = isinstance(self.loss, pyro.infer.TraceMeanField_ELBO)
         if use_lean:
-            self.fast_step = LeanStep(
-                self.model_fn, self.guide_fn, terms=originals,
-                analytic=isinstance(self.loss, pyro.infer.TraceMeanField_ELBO))
+            self.fast_step = LeanStep(self.model_fn, self.guide_fn, terms=originals,
+                                      analytic=analytic)
+        self.compile_reason = None
+        if self.config.compile:
+            self.compile_reason = self.lean_reason or self._compile(kwargs, originals, analytic)
+            if self.compile_reason is not None and self.main:
+                log.warning("compile: running eager, because %s", self.compile_reason)
         self.pins, self.pinned = contextlib.ExitStack(), False
+
+    def _compile(self, kwargs, originals, analytic) -> str | None:
+        other = self.train.batch(
+            torch.randperm(len(self.train), generator=torch.Generator().manual_seed(1),
+                           device="cpu")[:self.config.batch_size].to(self.dev),
+            torch.Generator(device=self.dev).manual_seed(1))
+        batches = [kwargs, {k: other[k] for k in self.names}]
+        reason = compiled.why_not(self.model, self.model_fn, self.guide_fn, self.extra,
+                                  originals, batches)
+        if reason is None:
+            step, reason = compiled.build(self.model, self.model_fn, self.guide_fn, kwargs,
+                                          analytic=analytic, mode=self.config.compile,
+                                          bf16=self.config.precision == "bf16")
+            if step is not None:
+                self.fast_step = step
+        return reason
 
     def _build_hooks(self) -> list[Callback]:
         c = self.config
