@@ -135,6 +135,15 @@ class JSONLinesLog(Callback):
             self.file = None
 
 
+def tensorboard_missing() -> str | None:
+    """Why ``torch.utils.tensorboard`` cannot be used here (``None`` when it can)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as e:
+        return str(e)
+    return None
+
+
 class TensorBoardLog(Callback):
     """TensorBoard event files in ``log_dir`` (``torch.utils.tensorboard``; needs the
     ``tensorboard`` package, ``pip install 'pyrovae[tensorboard]'``): ``train/<term>`` scalars

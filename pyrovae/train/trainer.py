@@ -17,22 +17,16 @@ from pathlib import Path
 import pyro
 import torch
 
-from .. import checkpoint as ckpt_io
 from .. import distributed as ddp
 from .._runtime import resolve_device
-from ..callbacks import Callback, as_callbacks
-from ..data import Splits, as_dataset
-from ..infer import lean
 from ..infer.terms import elbo_terms
 from ..protocol import as_model, input_names
-from . import compiled
-from .checkpointing import Checkpointer, restore
+from . import setup
+from .checkpointing import restore
 from .config import TrainConfig
-from .early_stopping import EarlyStopping
-from .guard import NonFiniteError, NonFiniteGuard
+from .guard import NonFiniteError
 from .optim import make_optimizer, make_scheduler
 from .probe import check_observations, check_sites, discover_params
-from .progress import JSONLinesLog, Progress, TensorBoardLog
 from .state import History, TrainState
 from .steps import LeanStep, LossStep, pinned, run_step
 
@@ -53,49 +47,13 @@ class Trainer:
             self.dev = torch.device("cuda", self.world.local_rank)
         self.main = self.world is None or self.world.is_main
         self.procs = 1 if self.world is None else self.world.size
-        if isinstance(data, Splits):
-            validation_data = data.valid if validation_data is None else validation_data
-            data = data.train
-        self.train = as_dataset(data, name="data").to(self.dev)
-        self.valid = None if validation_data is None else \
-            as_dataset(validation_data, name="validation_data").frozen(1).to(self.dev)
-        if c.batch_size * self.procs > len(self.train):
-            across = f" x {self.procs} processes" if self.procs > 1 else ""
-            raise ValueError(f"batch_size: {c.batch_size}{across} is larger than the "
-                             f"{len(self.train)} training data points")
-        check = getattr(self.model, "check_data", None)
-        if check is not None:
-            # Dynamically binarised data is a draw in {0, 1} from probabilities the dataset
-            # checked: a draw of a few points shows its shape and support as well as all of them.
-            train = self.train if self.train.binarize != "dynamic" else \
-                self.train.subset(torch.arange(min(len(self.train), 256))).frozen(0)
-            check(train.x, "data")
-            if self.valid is not None:
-                check(self.valid.x, "validation_data")
-        self.loss = pyro.infer.Trace_ELBO() if loss is None else loss
-        if not (hasattr(self.loss, "loss_and_grads") or callable(self.loss)):
-            raise TypeError(f"loss: expected a Pyro ELBO or a callable, got "
-                            f"{type(self.loss).__name__}")
-        self.callbacks = as_callbacks(callbacks)  # the user's; checkpointed by position
-        if isinstance(self.loss, Callback) and not any(cb is self.loss for cb in self.callbacks):
-            self.callbacks.append(self.loss)  # a loss that follows the step (annealed target)
-        if c.early_stopping is not None and self.valid is None:
-            raise ValueError("early_stopping: needs validation data (validation_data=, or "
-                             "Splits with a valid split)")
-        if c.log and checkpoint_dir is None:
-            raise ValueError(f"log: {list(c.log)} writes into the run folder; pass "
-                             f"checkpoint_dir")
+        self.train, self.valid = setup.datasets(self.model, data, validation_data, self.dev,
+                                                c.batch_size, self.procs)
+        self.loss, self.callbacks = setup.loss_and_callbacks(loss, callbacks)
+        setup.check_run_options(c, self.valid, checkpoint_dir)
         self.folder = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.ckpts = None if checkpoint_dir is None else \
-            ckpt_io.CheckpointDir(checkpoint_dir, c.keep_checkpoints)
-        self.saved = self.resume_path = None
-        if resume is True:
-            if self.ckpts is None:
-                raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint's path)")
-            self.saved, self.resume_path = self.ckpts.load_latest()
-        elif resume:
-            self.resume_path = Path(resume)
-            self.saved = ckpt_io.load(self.resume_path)
+        self.ckpts, self.saved, self.resume_path = setup.checkpoints(
+            checkpoint_dir, c.keep_checkpoints, resume)
         self.global_batch = c.batch_size * self.procs  # one step's data across all processes
         self.n_batches = len(self.train) // self.global_batch
         # every 50 steps, at least once per epoch, never more often than every 10
@@ -103,8 +61,9 @@ class Trainer:
         self.total_steps = c.steps if c.steps is not None else c.epochs * self.n_batches
         self.epochs = c.epochs if c.epochs is not None else math.ceil(c.steps / self.n_batches)
 
-    # --- set-up ---------------------------------------------------------------------------------
     def setup(self) -> None:
+        """Seeds, probes the model/guide pair on one batch (inputs, parameters, sites), builds
+        the optimiser, the step functions and the callbacks, and restores a checkpoint."""
         c, model = self.config, self.model
         rank = 0 if self.world is None else self.world.rank
         if c.seed is not None:
@@ -119,9 +78,7 @@ class Trainer:
             self.model_fn, self.guide_fn = cb.wrap(self.model_fn, self.guide_fn)
         # One batch's worth of points to learn inputs, parameters and sites (an autoguide
         # sizes its parameters by the plates it sees), drawn without `gen`.
-        probe = self.train.batch(
-            torch.arange(min(c.batch_size, len(self.train)), device=self.dev),
-            torch.Generator(device=self.dev).manual_seed(0))
+        probe = setup.probe_batch(self.train, c.batch_size, seed=0)
         self.names = input_names(model, probe)
         kwargs = {k: probe[k] for k in self.names}
         self.params, self.extra, model_tr, guide_tr = discover_params(
@@ -140,76 +97,15 @@ class Trainer:
                                 is_main=self.main, total_steps=self.total_steps,
                                 epochs=self.epochs)
         self.order = None
-        self._build_steps(model_tr, guide_tr, kwargs)
-        self.hooks = self._build_hooks()
+        self.checked_step, self.fast_step = setup.step_functions(self, model_tr, guide_tr, kwargs)
+        self.pins, self.pinned = contextlib.ExitStack(), False
+        self.hooks = setup.hooks(self)
         self.epoch_terms, self.epoch_term_steps = {}, 0
         if self.saved is not None:
             restore(self, self.saved, self.resume_path)
         self.first_step = self.state.step + 1
         if self.world is not None:
             ddp.barrier()  # every process has passed its checks before any writes a file
-
-    def _build_steps(self, model_tr, guide_tr, kwargs) -> None:
-        """The validated step runs the loss as given; the others the lean ELBO if it computes
-        the same thing (:func:`pyrovae.infer.lean.eligible`), traced once and compiled when
-        ``compile`` asks and the programs allow (:mod:`pyrovae.train.compiled`)."""
-        originals = self.model_fn == self.model.model and self.guide_fn == self.model.guide
-        self.lean_reason = lean.eligible(self.loss, model_tr, guide_tr) \
-            if self.config.lean_elbo else "lean_elbo=False"
-        use_lean = self.lean_reason is None
-        self.checked_step = LossStep(self.loss, self.model_fn, self.guide_fn, terms=originals,
-                                     lean_value=use_lean)
-        self.fast_step = self.checked_step
-        analytic = isinstance(self.loss, pyro.infer.TraceMeanField_ELBO)
-        if use_lean:
-            self.fast_step = LeanStep(self.model_fn, self.guide_fn, terms=originals,
-                                      analytic=analytic)
-        self.compile_reason = None
-        if self.config.compile:
-            self.compile_reason = self.lean_reason or self._compile(kwargs, originals, analytic)
-            if self.compile_reason is not None and self.main:
-                log.warning("compile: running eager, because %s", self.compile_reason)
-        self.pins, self.pinned = contextlib.ExitStack(), False
-
-    def _compile(self, kwargs, originals, analytic) -> str | None:
-        other = self.train.batch(
-            torch.randperm(len(self.train), generator=torch.Generator().manual_seed(1),
-                           device="cpu")[:self.config.batch_size].to(self.dev),
-            torch.Generator(device=self.dev).manual_seed(1))
-        batches = [kwargs, {k: other[k] for k in self.names}]
-        reason = compiled.why_not(self.model, self.model_fn, self.guide_fn, self.extra,
-                                  originals, batches)
-        if reason is None:
-            step, reason = compiled.build(self.model, self.model_fn, self.guide_fn, kwargs,
-                                          analytic=analytic, mode=self.config.compile,
-                                          bf16=self.config.precision == "bf16")
-            if step is not None:
-                self.fast_step = step
-        return reason
-
-    def _build_hooks(self) -> list[Callback]:
-        c = self.config
-        self.guard = NonFiniteGuard(self.params, clip=c.clip_grad_norm,
-                                    max_nonfinite=c.max_nonfinite, patience=c.nonfinite_patience,
-                                    lr_factor=c.nonfinite_lr_factor)
-        self.early = None if c.early_stopping is None else \
-            EarlyStopping(c.early_stopping, self.model, self.extra)
-        self.progress = Progress(c.progress, self.total_steps, self.epochs, self.main)
-        trackers = []
-        if self.folder is not None:
-            trackers.append(JSONLinesLog(self.folder / "log.jsonl"))
-            if "tensorboard" in c.log:
-                images = None
-                if self.train.x.dim() >= 3:  # image data: reconstructions and samples too
-                    src = self.valid if self.valid is not None else self.train.frozen(0)
-                    images = src.batch(torch.arange(min(16, len(src)), device=self.dev))
-                    images = {k: images[k] for k in self.names}
-                trackers.append(TensorBoardLog(self.folder / "tensorboard", self.model, images))
-        self.checkpointer = None if self.ckpts is None else \
-            Checkpointer(self, self.ckpts, c.checkpoint_every)
-        framework_after = [h for h in (self.early, self.progress, *trackers, self.checkpointer)
-                           if h is not None]
-        return [self.guard, *self.callbacks, *framework_after]
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> History:
