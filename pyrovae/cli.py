@@ -153,7 +153,7 @@ def _train(args) -> None:
 
     settings = from_options(args)
     if args.resume:  # the run's stored settings, extended by --epochs/--steps only
-        keep = {"epochs", "steps", "device"}
+        keep = {"epochs", "steps", "device", "progress"}
         settings = {k: v for k, v in settings.items() if k in keep and v is not None}
     metrics = runs.train_run(
         args.out, model=args.model, model_config=parse_settings(args.set, "--set"),

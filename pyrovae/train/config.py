@@ -107,7 +107,10 @@ class TrainConfig:
         cli=dict(type=positive_int))
     progress: bool | None = _setting(
         None, "progress bar (default: when writing to a terminal; elsewhere one line per "
-              "epoch)", stored=False)
+              "epoch)", stored=False,
+        cli=dict(action=argparse.BooleanOptionalAction,
+                 help="progress bar with the loss and its terms (default: when stderr is a "
+                      "terminal); --no-progress: only one line per epoch"))
     clip_grad_norm: float | None = _setting(
         None, "clip the gradients' total norm to this value", cli=dict(type=positive_float))
     max_nonfinite: int = _setting(
