@@ -85,7 +85,9 @@ def elbo_from_sites(model_sites: dict, guide_sites: dict, *, analytic: bool = Fa
         if site["is_observed"]:
             log_p_obs = log_p_obs + _log_prob_sum(site)
             continue
-        q = guide_sites[name]  # fit's site check: every latent model site is in the guide
+        q = guide_sites.get(name)
+        if q is None:  # an enumerated model site: not a term of a single-draw ELBO
+            continue
         paired.add(name)
         kl = None
         if analytic:  # TraceMeanField_ELBO: KL(q || p) where torch knows the pair

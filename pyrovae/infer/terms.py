@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 
-from .traces import guide_model_traces
+from .lean import lean_elbo
 
 
 def trace_terms(model_trace, guide_trace, *, analytic: bool = False,
@@ -55,13 +56,14 @@ def elbo_terms(model, guide, kwargs: dict) -> dict[str, float]:
     r"""Single-sample estimates of the ELBO's terms, summed over the batch (floats):
     ``recon``, ``kl`` (``kl/<site>`` per site when there are several; see
     :func:`trace_terms`) and ``loss = recon + kl``, the negative ELBO estimate
-    :class:`~pyro.infer.Trace_ELBO` uses.
+    :class:`~pyro.infer.Trace_ELBO` uses (for a guide without sites of its own).
 
-    Works for any model/guide pair; used by the trainer's validation and history.
+    Works for any model/guide pair; computed by :func:`pyrovae.infer.lean.lean_elbo` (one
+    handler, no traces), hidden from handlers outside. Used by the trainer's validation and
+    history.
     """
-    with torch.no_grad():
-        model_tr, guide_tr = guide_model_traces(model, guide, kwargs, log_prob=True)
-        terms = trace_terms(model_tr, guide_tr, per_site=True)
+    with torch.no_grad(), poutine.block():
+        _, terms = lean_elbo(model, guide, (), kwargs, per_site=True)
     out = {k: float(v) for k, v in terms.items()}
     out["loss"] = out["recon"] + out["kl"]
     return out

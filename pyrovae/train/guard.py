@@ -53,9 +53,14 @@ class NonFiniteGuard(Callback):
 
     def on_after_backward(self, state) -> None:
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = float(total_norm(grads))
-        state.grad_norm = norm
+        norm = total_norm(grads)
         value = state.loss_value
+        if torch.is_tensor(value):  # loss and norm to the host in one read (one GPU sync)
+            value, norm = torch.stack([value.detach().float().reshape(()),
+                                       norm.to(value.device, torch.float32)]).tolist()
+        else:
+            norm = float(norm)
+        state.loss_value, state.grad_norm = float(value), norm
         if not (math.isfinite(value) and math.isfinite(norm)):
             state.optimizer.zero_grad(set_to_none=True)
             state.skip_update = True

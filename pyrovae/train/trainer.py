@@ -169,10 +169,9 @@ class Trainer:
         logged = (state.step + 1) % self.log_every == 0
         value, terms = run_step(step_fn, kwargs, validate=validate, bf16=c.precision == "bf16",
                                 device=self.dev, detail=logged)
-        value = float(value)
         if self.world is not None:  # sum gradients and losses over processes
-            value = ddp.all_reduce_grads_(self.params, [value])[0]
-        state.loss_value, state.skip_update = value, False
+            value = ddp.all_reduce_grads_(self.params, [float(value)])[0]
+        state.loss_value, state.skip_update = value, False  # the guard reads it back
         try:
             for h in self.hooks:
                 h.on_after_backward(state)
@@ -180,6 +179,7 @@ class Trainer:
             state.step += 1  # this batch is consumed
             state.batch_in_epoch += 1
             raise
+        value = state.loss_value
         if not state.skip_update:
             self.opt.step()
             if self.scheduler is not None and self.interval == "step":
