@@ -24,6 +24,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+from .traces import guide_model_traces
+
 _PARTICLES = "_pyrovae_particles"
 
 
@@ -45,10 +47,7 @@ class ParticleTracer:
     def __init__(self, model, guide, kwargs: dict, batch_size: int, plate: str | None = None,
                  *, global_latents: bool = False):
         self.model, self.guide = model, guide
-        with poutine.block():
-            guide_tr = poutine.trace(guide).get_trace(**kwargs)
-            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(**kwargs)
-        guide_tr, model_tr = prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+        model_tr, guide_tr = guide_model_traces(model, guide, kwargs)
         dims, frames = [], {}
         for tr in (model_tr, guide_tr):
             for site in tr.nodes.values():

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import kl_divergence
 
 from .._runtime import eval_mode, module_device, seeded
 from ..data import as_dataset
 from ..infer._sites import factorised, pick_latent_site
+from ..infer.traces import guide_model_traces
 from ..protocol import as_model, input_names
 
 
@@ -24,9 +24,7 @@ def _site_batches(model, data, site, batch_size, seed):
     with eval_mode(model), seeded(seed, dev), torch.no_grad(), poutine.block():
         for batch in ds.batches(batch_size):
             kwargs = {k: batch[k] for k in input_names(model, batch)}
-            guide_tr = prune_subsample_sites(poutine.trace(model.guide).get_trace(**kwargs))
-            model_tr = prune_subsample_sites(
-                poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(**kwargs))
+            model_tr, guide_tr = guide_model_traces(model.model, model.guide, kwargs)
             name = pick_latent_site(guide_tr, site, "metrics")
             yield name, guide_tr.nodes[name], model_tr.nodes[name]
 
