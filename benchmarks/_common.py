@@ -55,7 +55,7 @@ class StepPair:
     """
 
     def __init__(self, vae, ref, x: torch.Tensor, *, compiled: bool = True,
-                 compile_options: dict | None = None):
+                 compile_options: dict | None = None, bf16: bool = False):
         import contextlib
         import copy
         import time
@@ -67,6 +67,9 @@ class StepPair:
 
         self.x = x
         self.elbo = pyro.infer.Trace_ELBO()
+        # every side's forward and backward under the same autocast (bf16: networks in bf16)
+        self._autocast = lambda: torch.autocast(x.device.type, dtype=torch.bfloat16,
+                                                enabled=bf16)
         self.vae, self.ref = vae, ref
         self._lean_vae = copy.deepcopy(vae)
         self._elbo_vae = copy.deepcopy(vae)
@@ -80,7 +83,7 @@ class StepPair:
         self._trace_vae = copy.deepcopy(vae)
         self._traced, why = comp.build(self._trace_vae, self._trace_vae.model,
                                        self._trace_vae.guide, {"x": x}, analytic=False,
-                                       mode="trace", bf16=False)
+                                       mode="trace", bf16=bf16)
         if why is not None:
             raise RuntimeError(f"trace: {why}")
         self.opt_r = torch.optim.Adam(self._trace_vae.parameters(), lr=1e-3)
@@ -90,7 +93,7 @@ class StepPair:
             t0 = time.perf_counter()
             self._comp, why = comp.build(self._comp_vae, self._comp_vae.model,
                                          self._comp_vae.guide, {"x": x}, analytic=False,
-                                         mode="inductor", bf16=False, options=compile_options)
+                                         mode="inductor", bf16=bf16, options=compile_options)
             if why is not None:
                 raise RuntimeError(f"compile: {why}")
             self.opt_c = torch.optim.Adam(self._comp_vae.parameters(), lr=1e-3)
@@ -104,12 +107,14 @@ class StepPair:
 
     def pyro(self) -> None:
         self.opt_p.zero_grad(set_to_none=True)
-        self._lean({"x": self.x})
+        with self._autocast():
+            self._lean({"x": self.x})
         self.opt_p.step()
 
     def trace_elbo(self) -> None:
         self.opt_e.zero_grad(set_to_none=True)
-        self.elbo.loss_and_grads(self._elbo_vae.model, self._elbo_vae.guide, self.x)
+        with self._autocast():
+            self.elbo.loss_and_grads(self._elbo_vae.model, self._elbo_vae.guide, self.x)
         self.opt_e.step()
 
     def pyro_traced(self) -> None:
@@ -124,12 +129,16 @@ class StepPair:
 
     def torch(self) -> None:
         self.opt_t.zero_grad(set_to_none=True)
-        self.ref.loss(self.x).backward()
+        with self._autocast():
+            loss = self.ref.loss(self.x)
+        loss.backward()
         self.opt_t.step()
 
     def torch_compiled(self) -> None:
         self.opt_tc.zero_grad(set_to_none=True)
-        self._ref_loss(self.x).backward()
+        with self._autocast():
+            loss = self._ref_loss(self.x)
+        loss.backward()
         self.opt_tc.step()
 
 

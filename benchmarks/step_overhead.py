@@ -61,7 +61,8 @@ def skip_reason(case: str) -> str | None:
     return None
 
 
-def measure(case, train, batch_size, steps, repeats, compile_options=None, compiled=True):
+def measure(case, train, batch_size, steps, repeats, compile_options=None, compiled=True,
+            bf16=False):
     """Medians (ms per step) of every side, and the compile times (s)."""
     network, dev = NETWORK[case.split("_")[0]], torch.device(case.split("_")[1])
     vae, ref = make_pair(network, train.event_shape)
@@ -69,7 +70,7 @@ def measure(case, train, batch_size, steps, repeats, compile_options=None, compi
     train = train.to(dev)
     g = torch.Generator(device=dev).manual_seed(0)
     x = train.batch(torch.arange(batch_size, device=dev), g)["x"]
-    pair = StepPair(vae, ref, x, compiled=compiled, compile_options=compile_options)
+    pair = StepPair(vae, ref, x, compiled=compiled, compile_options=compile_options, bf16=bf16)
     sides = {"pyro": pair.pyro, "torch": pair.torch, "trace_elbo": pair.trace_elbo,
              "pyro_traced": pair.pyro_traced}
     if compiled:
@@ -80,10 +81,11 @@ def measure(case, train, batch_size, steps, repeats, compile_options=None, compi
 
     def pyro_fit():
         pyrovae.fit(vae, sub, pair.elbo, epochs=1, batch_size=batch_size, optimizer="adam",
-                    progress=False, seed=None, device=dev)
+                    progress=False, seed=None, device=dev, precision="bf16" if bf16 else "fp32")
 
     def torch_fit():
-        train_epoch(ref, pair.opt_t, sub.x, batch_size, g)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            train_epoch(ref, pair.opt_t, sub.x, batch_size, g)
 
     fits = {"pyro_fit": pyro_fit, "torch_fit": torch_fit}
     with pyro.validation_enabled(False):
@@ -113,6 +115,8 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="pyrovae data spec (default: shared MNIST)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--no-compile", action="store_true", help="eager sides only")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="bf16: every side's networks under torch.autocast (log-densities fp32)")
     p.add_argument("--cudagraphs", action="store_true",
                    help="compiled sides also capture CUDA graphs (inductor's triton.cudagraphs)")
     args = p.parse_args(argv)
@@ -130,9 +134,11 @@ def main(argv=None):
             continue
         batches[case] = args.batch_size or BATCH[case.split("_")[0]]
         results[case] = measure(case, train, batches[case], args.steps, args.repeats,
-                                options, compiled=not args.no_compile)
+                                options, compiled=not args.no_compile,
+                                bf16=args.precision == "bf16")
 
-    print(f"{args.steps} steps x {args.repeats} interleaved repeats; {environment()}")
+    print(f"{args.steps} steps x {args.repeats} interleaved repeats, {args.precision}"
+          f"{', CUDA graphs' if args.cudagraphs else ''}; {environment()}")
     if torch.cuda.is_available() and any(c.endswith("_cuda") for c in results):
         print(f"cuda: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}")
     compiled = not args.no_compile

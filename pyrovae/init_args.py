@@ -1,10 +1,6 @@
-"""Constructor arguments of a model: recovered from the instance, recorded in checkpoints, and
-checked to rebuild the same model (see :mod:`pyrovae.saving` for why this way).
-
-:func:`init_args_of` reads the arguments off a model without building or running anything;
-:func:`constructor_record` is what a checkpoint keeps of them, after one trial build of the
-class on PyTorch's meta device has reproduced the weights' shapes.
-"""
+"""Constructor arguments of a model: :func:`init_args_of` reads them off the instance (nothing
+built or run); :func:`constructor_record` is what a checkpoint keeps of them, after a trial
+build on PyTorch's meta device reproduced the weights' shapes (:mod:`pyrovae.saving`: why)."""
 
 from __future__ import annotations
 
