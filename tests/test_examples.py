@@ -90,16 +90,42 @@ def test_discrete_vae_on_embedded_digits(tmp_path, one_thread):
         _load("discrete_vae").main(["--data", "digits", "--estimator", "enum"])
 
 
-def test_natural_gradient_example_counts_steps(one_thread, capsys):
-    r = _load("natural_gradient").main(["--num-data", "40", "--obs-scales", "0.5", "2", "4",
-                                        "--max-steps", "150", "--grid-scale", "0.5",
-                                        "--batch-size", "10", "--particles", "4"])
+def test_natural_gradient_example_counts_steps(one_thread, capsys, caplog):
+    import logging
+
+    mod = _load("natural_gradient")
+    before = logging.getLogger("pyrovae").level
+    with caplog.at_level(logging.DEBUG):  # any record the trainer emits would be kept
+        r = mod.main(["--num-data", "100", "--obs-scales", "0.5", "2", "4", "--max-steps", "150",
+                      "--grid-scale", "0.5", "--batch-size", "10", "--particles", "4"])
     best = r["best"]
     assert best["natural_gradient"] == 1  # exact in one step (lr 1) with exact gradients
     assert best["gradient_ascent"] > 1 and best["adam"] > 1
     assert r["kl_svi_one_epoch"] < 1e-8 and r["kl_full_batch_one_step"] < 1e-8
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "steps_natural_gradient: 1" in out
+    # gradient ascent at lr 1e-2 > 2 / (1 + 100 / 0.5^2) diverges: fit skips 10 non-finite steps
+    # in a row and stops; the example says so once, and the per-step warnings stay out
+    assert {"method": "gradient_ascent", "lr": 1e-2, "skipped": 10} in r["diverged"]
+    assert ("gradient_ascent lr=0.01: diverged (10 non-finite steps skipped, as expected at "
+            "this step size)") in out.splitlines()
+    assert out.index("expected to diverge") < out.index("gradient_ascent   lr")
+    assert "non-finite gradient" not in out + captured.err
+    assert not [rec for rec in caplog.records if "non-finite" in rec.getMessage()]
+    assert logging.getLogger("pyrovae").level == before  # restored after the sweep
+
+
+def test_natural_gradient_quiet_trainer_restores_the_level():
+    import logging
+
+    quiet = _load("natural_gradient").quiet_trainer
+    logger = logging.getLogger("pyrovae")
+    before = logger.level
+    with pytest.raises(RuntimeError), quiet():
+        assert logger.level == logging.ERROR
+        raise RuntimeError
+    assert logger.level == before
 
 
 def test_mixture_comparison_methods_agree_on_separated_clusters(one_thread):
