@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,6 +71,30 @@ def test_psis_ood_on_embedded_digits(tmp_path, capsys):
     assert saved["auroc_khat"] == pytest.approx(r["auroc_khat"])
     for name in ("khat_by_group.png", "worst_khat.png", "khat_recon.png"):
         assert (tmp_path / name).is_file()
+    # every scored image is in scores.csv; sklearn's AUROC of its columns is what was printed
+    from sklearn.metrics import roc_auc_score
+
+    table = np.genfromtxt(tmp_path / "scores.csv", delimiter=",", names=True)
+    held = table["held_out"]
+    assert held.sum() == 40 and len(held) == 80
+    assert set(table["label"][held == 1]) <= {5, 6, 7, 8, 9}
+    assert set(table["label"][held == 0]) <= {0, 1, 2, 3, 4}
+    k = table["khat"]
+    k = np.where(np.isneginf(k), np.min(k[np.isfinite(k)]) - 1, k)
+    for key, score in (("auroc_khat", k), ("auroc_nll", -table["log_px_psis"]),
+                       ("auroc_recon", table["recon"]), ("auroc_gap", table["gap"])):
+        assert float(printed[key]) == pytest.approx(roc_auc_score(held, score), abs=1e-4), key
+    np.testing.assert_allclose(table["gap"], table["log_px_psis"] - table["elbo"], atol=1e-6)
+
+
+def test_psis_ood_defaults_depend_on_the_data():
+    parse = _load("psis_ood").parse_args
+    digits, mnist = parse(["--data", "digits"]), parse(["--data", "mnist:x.npz"])
+    assert (digits.epochs, digits.latent_dim) == (300, 2)
+    assert (mnist.epochs, mnist.latent_dim) == (10, 50)
+    assert parse(["--data", "digits", "--latent-dim", "50"]).latent_dim == 50
+    with pytest.raises(SystemExit):
+        parse(["--data", "digits", "--epochs", "0"])
 
 
 def test_auroc_standard_error_at_chance_is_mann_whitney_null_variance():

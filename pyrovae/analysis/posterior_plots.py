@@ -224,7 +224,7 @@ def plot_khat_distributions(results: dict, path, title: str = "k-hat by group"):
     bins = np.linspace(min(allv.min(), 0.0), max(allv.max(), 1.0), 40)
     for name, k in vals.items():
         ax.hist(k, bins=bins, alpha=0.55, density=True, label=f"{name} (n={len(k)})")
-    ax.axvline(KHAT_BAD, color="C3", lw=0.8, ls="--")
+    ax.axvline(KHAT_BAD, color="C3", lw=0.8, ls="--", label=f"k-hat = {KHAT_BAD}")
     ax.set_xlabel("Pareto k-hat")
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
