@@ -257,8 +257,34 @@ def test_cvae_mnist_on_real_mnist_subset(tmp_path, mnist_path, one_thread):
     assert -784 * math.log(2) < r["test_elbo"]["mean"]
 
 
-def test_oivae_groups_small(tmp_path, one_thread):
+def test_oivae_groups_small(tmp_path, one_thread, capsys):
     r = _load("oivae_groups").main(["--n", "1000", "--epochs", "15", "--out", str(tmp_path)])
     # the groups share factors, so a joint model beats independent Gaussian coordinates
     assert r["test_elbo"]["mean"] > r["independent_gaussian_log_lik"]
-    assert (tmp_path / "latent_to_group.png").is_file()
+    for name in ("latent_to_group.png", "true_pattern.png", "pattern_agreement.png"):
+        assert (tmp_path / name).is_file()
+    # the printed agreement is the share of cells where the matched latents' norms, over the
+    # threshold, say what the true pattern says
+    import pyrovae
+
+    pattern = pyrovae.data.grouped_factors(10, seed=0)["pattern"]
+    norms = np.asarray(r["norms"])[:, r["latent_of_factor"]]
+    assert r["agreement"] == pytest.approx(((norms > 0.3) == pattern).mean())
+    assert len(set(r["latent_of_factor"])) == pattern.shape[1]
+    out = capsys.readouterr().out
+    assert f"agreement: {r['agreement']:.4f}" in out
+
+
+def test_oivae_match_latents_undoes_a_permutation():
+    match = _load("oivae_groups").match_latents
+    pattern = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], bool)
+    norms = np.zeros((4, 5))
+    norms[:, [4, 0, 2]] = pattern * 1.5  # factor k drives latent (4, 0, 2)[k]
+    norms[0, 3] = 0.1  # an unmatched latent, weakly on
+    m = match(norms, pattern, 0.3)
+    assert m["latent_of_factor"] == [4, 0, 2] and m["agreement"] == 1.0
+    assert m["unmatched_max"] == pytest.approx(0.1)
+    norms[3, 2] = 0.2  # factor 2's only group now falls under the threshold: 1 cell of 12
+    assert match(norms, pattern, 0.3)["agreement"] == pytest.approx(11 / 12)
+    with pytest.raises(ValueError, match="norms: expected"):
+        match(norms[:, :2], pattern, 0.3)
