@@ -212,3 +212,14 @@ def test_traversal_columns_are_labelled_with_their_values(drawn, tmp_path):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["-2", "0", "2"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["z[0]", "z[1]", "z[2]"]
     assert ax.get_xlabel() and ax.get_ylabel() == "latent dimension varied"
+
+
+def test_sample_grid_rows_can_be_named(drawn, tmp_path):
+    analysis.plot_samples(torch.rand(6, 1, 3, 3), tmp_path / "s.png", ncol=3,
+                          row_labels=["y = 0", "y = 1"])
+    ax = _panels(drawn[0])[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["y = 0", "y = 1"]
+    assert ax.get_title() == "samples from the model (6 images)"
+    with pytest.raises(ValueError, match="row_labels: expected 2 labels"):
+        analysis.plot_samples(torch.rand(6, 1, 3, 3), tmp_path / "s.png", ncol=3,
+                              row_labels=["y = 0"])

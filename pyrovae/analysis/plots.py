@@ -200,15 +200,31 @@ def plot_reconstructions(x, x_rec, path, n: int = 32, ncol: int = 8, *,
 
 
 def plot_samples(samples, path, ncol: int = 8, title: str = "samples from the model", *,
-                 data=None, kind: str = "auto") -> Path:
-    """Samples from a model: an image grid (``kind="images"``) or, for samples that are vectors
+                 data=None, kind: str = "auto", row_labels=None) -> Path:
+    """Samples from a model: an image grid (``kind="images"``, ``ncol`` per row, each row
+    named by ``row_labels`` when given) or, for samples that are vectors
     (``kind="vectors"``), :func:`plot_vector_samples` against ``data`` when given; ``"auto"``
     (default) picks vectors for ``(N, D)`` or ``(N,)`` samples."""
     if _kind(kind, samples) == "vectors":
         return plot_vector_samples(samples, path, data, title=title)
     n = len(samples)
-    fig = Figure(figsize=(4.4, 4.4 * math.ceil(n / ncol) / ncol + 0.4))
-    _show_grid(fig.add_subplot(1, 1, 1), image_grid(samples, ncol), f"{title} ({n})")
+    rows = math.ceil(n / ncol)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels: expected {rows} labels (one per row of {ncol}), got "
+                         f"{len(row_labels)}")
+    width = 4.4 + (1.8 if row_labels is not None else 0.0)
+    fig = Figure(figsize=(width, 4.4 * rows / ncol + 0.4))
+    ax = fig.add_subplot(1, 1, 1)
+    grid = image_grid(samples, ncol)
+    _show_grid(ax, grid, f"{title} ({n} images)")
+    if row_labels is not None:
+        ax.axis("on")
+        for side in ax.spines.values():
+            side.set_visible(False)
+        h = grid.shape[0] / rows
+        ax.set_yticks([h * (r + 0.5) for r in range(rows)])
+        ax.set_yticklabels(list(row_labels), fontsize=8)
+        ax.set_xticks([])
     return _save(fig, path)
 
 
