@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     prec = [1 + args.num_data / s**2 for s in args.obs_scales]
     print(f"posterior precisions {min(prec):.3g} .. {max(prec):.3g} (ratio "
           f"{max(prec) / min(prec):.0f}); loss {args.loss}")
-    result = {"best": {}, "best_lr": {}, "diverged": []}
+    result = {"best": {}, "best_lr": {}, "diverged": [], "diverging": []}
     print("the largest step sizes of each grid are expected to diverge: pyrovae.fit then skips "
           "non-finite steps (its per-step warnings are silenced here) and stops after 10 in a "
           "row; such runs are marked 'diverged' and summed up after the sweep")
@@ -159,6 +159,10 @@ def main(argv=None) -> dict:
                     scores[lr] = hit if hit is not None else math.inf
                     shown = hit if hit is not None else \
                         f">{args.max_steps} (KL still {kls[-1]:.3g})"
+                    if hit is None and math.isfinite(kls[-1]) and kls[-1] > kls[0]:
+                        shown = f">{args.max_steps} (diverging: KL rose to {kls[-1]:.3g})"
+                        result["diverging"].append({"method": method, "lr": lr,
+                                                    "kl": kls[-1]})
                 else:
                     _, kls = run(x, args.obs_scales, method, lr, args.mc_steps, loss="mc",
                                  particles=args.particles, seed=args.seed, info=info)
@@ -175,6 +179,9 @@ def main(argv=None) -> dict:
             result["best"][method], result["best_lr"][method] = scores[best], best
     for d in result["diverged"]:
         print(describe_divergence(d["method"], d["lr"], d))
+    for d in result["diverging"]:
+        print(f"{d['method']} lr={d['lr']:g}: diverging (KL rose to {d['kl']:.3g} in "
+              f"{args.max_steps} steps with every step finite), as expected at this step size")
     if not result["diverged"]:
         print("no run of the sweep diverged")
 
