@@ -77,7 +77,9 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     analysis.plot_samples(torch.cat(grid), out / "samples_by_class.png", ncol=10,
-                          title="sample(10, y=k), one row per class k")
+                          title="sample(10, y=k), one row per class k",
+                          row_labels=[f"y = {c} ({100 * a:.0f}% read as {c})"
+                                      for c, a in enumerate(per_class)])
     result = {"generated_accuracy": float(np.mean(per_class)), "per_class": per_class,
               "classifier_real_accuracy": real_acc, "test_elbo": elbo, "prior": args.prior,
               "epochs": args.epochs}

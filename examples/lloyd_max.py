@@ -60,7 +60,8 @@ def plot(d, result, sample_result, path: Path):
             label=f"levels, density (MSE {result.mse:.5f})")
     ax.plot(sample_result.levels, torch.full_like(sample_result.levels, 0.02), "x",
             color="tab:green", label=f"levels, k-means on samples (MSE {sample_result.mse:.5f})")
-    ax.set_xlabel("x")
+    ax.set_xlabel("source value x")
+    ax.set_ylabel("density p(x)")
     ax.set_title(f"Lloyd-Max quantiser, N = {len(result.levels)}")
     ax.set_ylim(-0.02, 0.62)
     ax.legend(fontsize="small", loc="upper left")

@@ -15,7 +15,11 @@ it in the run's checkpoint (so ``pyrovae sample RUN`` draws from it) and writes
 Small defaults take about 45 minutes with one thread on a busy two-core CPU:
 
     python examples/vqvae_mnist.py --data mnist:~/data/mnist.npz
-    python examples/vqvae_mnist.py --data digits --epochs 20 --set downsample=1   # 8x8, no download
+    python examples/vqvae_mnist.py --data digits --set downsample=1   # 8x8, no download, ~20 s
+
+On the digits the default is 20 epochs (4 leave the auto-encoder unconverged: 2% of the codes
+in use and every reconstruction the same blob, reconstruction MSE 0.15 against 0.005-0.011
+after 20).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def parse_args(argv=None):
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--data", required=True,
                    help="mnist:PATH (IDX folder or npz), FILE.npz, or digits (embedded 8x8)")
-    p.add_argument("--epochs", type=int, default=4, help="VQ-VAE training epochs")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="VQ-VAE training epochs (default: 20 for digits, 4 otherwise)")
     p.add_argument("--prior-epochs", type=int, default=8, help="PixelCNN prior epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -49,12 +54,19 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=64, help="images in the prior-sample grid")
     p.add_argument("--inference-data", action="store_true",
                    help="also write the ArviZ file (large for MNIST: ~125 MB)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is fastest on a busy shared machine)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest on a busy shared machine; 0 leaves "
+                        "torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/vqvae_mnist", help="run folder to create")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 20 if args.data.partition(":")[0] == "digits" else 4
+    if args.epochs < 1 or args.threads < 0:
+        p.error(f"--epochs/--threads: expected integers >= 1 / >= 0, got {args.epochs}/"
+                f"{args.threads}")
+    return args
 
 
 # CPU-sized defaults; anything here can be overridden with --set.

@@ -79,7 +79,13 @@ def evaluate_model(model, splits: data_mod.Splits, num_samples: int = 1000, *,
 
 
 def write_figures(model, splits: data_mod.Splits, history, out: Path, seed: int = 0) -> list[Path]:
-    """reconstructions.png, samples.png, loss.png and latent.png for any model/guide pair."""
+    """reconstructions.png, samples.png, loss.png and latent.png for any model/guide pair.
+
+    Images (data points with two or more axes) are drawn as image grids: test inputs beside
+    their reconstructions, and E[x | z] for z ~ p(z). Data points that are vectors or scalars
+    are drawn as plots (:func:`pyrovae.analysis.plot_vector_reconstructions`, each dimension's
+    reconstruction against its input; :func:`pyrovae.analysis.plot_vector_samples`, a pair plot
+    of x ~ p(x) against the test data)."""
     dev = module_device(model)
     test = splits.test.frozen(seed).to(dev)
     paths = []
@@ -88,16 +94,24 @@ def write_figures(model, splits: data_mod.Splits, history, out: Path, seed: int 
         was = getattr(model, "training", False)
         if hasattr(model, "eval"):
             model.eval()
-        batch = test.batch(torch.arange(min(64, len(test)), device=dev))
+        probe = test.batch(torch.arange(min(2, len(test)), device=dev))["x"]
+        vectors = analysis.is_vector_data(probe)
+        n = min(500 if vectors else 64, len(test))  # a scatter needs more points than a grid
+        batch = test.batch(torch.arange(n, device=dev))
         x = batch["x"]
-        images = x.dim() >= 2  # scalar data points have nothing to draw as images
-        if images:
-            rec = model.reconstruct(x) if hasattr(model, "reconstruct") else \
-                analysis.reconstruct(model, batch)
-            paths.append(analysis.plot_reconstructions(x, rec, out / "reconstructions.png"))
-        if images and _has_latents(model, batch):
-            samples = analysis.prior_predictive_mean(model, batch)
-            paths.append(analysis.plot_samples(samples, out / "samples.png"))
+        rec = model.reconstruct(x) if hasattr(model, "reconstruct") else \
+            analysis.reconstruct(model, batch)
+        paths.append(analysis.plot_reconstructions(x, rec, out / "reconstructions.png"))
+        if _has_latents(model, batch):
+            if vectors:
+                samples = analysis.prior_predictive_sample(model, batch)
+                paths.append(analysis.plot_samples(
+                    samples, out / "samples.png", data=x,
+                    title="samples x ~ p(x | z), z ~ p(z), against test data"))
+            else:
+                samples = analysis.prior_predictive_mean(model, batch)
+                paths.append(analysis.plot_samples(samples, out / "samples.png",
+                                                   title="E[x | z], z ~ p(z)"))
         codes, labels = [], []
         for b in test.batches(256):
             means = analysis.latent_means(model, b)

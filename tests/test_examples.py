@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,6 +71,30 @@ def test_psis_ood_on_embedded_digits(tmp_path, capsys):
     assert saved["auroc_khat"] == pytest.approx(r["auroc_khat"])
     for name in ("khat_by_group.png", "worst_khat.png", "khat_recon.png"):
         assert (tmp_path / name).is_file()
+    # every scored image is in scores.csv; sklearn's AUROC of its columns is what was printed
+    from sklearn.metrics import roc_auc_score
+
+    table = np.genfromtxt(tmp_path / "scores.csv", delimiter=",", names=True)
+    held = table["held_out"]
+    assert held.sum() == 40 and len(held) == 80
+    assert set(table["label"][held == 1]) <= {5, 6, 7, 8, 9}
+    assert set(table["label"][held == 0]) <= {0, 1, 2, 3, 4}
+    k = table["khat"]
+    k = np.where(np.isneginf(k), np.min(k[np.isfinite(k)]) - 1, k)
+    for key, score in (("auroc_khat", k), ("auroc_nll", -table["log_px_psis"]),
+                       ("auroc_recon", table["recon"]), ("auroc_gap", table["gap"])):
+        assert float(printed[key]) == pytest.approx(roc_auc_score(held, score), abs=1e-4), key
+    np.testing.assert_allclose(table["gap"], table["log_px_psis"] - table["elbo"], atol=1e-6)
+
+
+def test_psis_ood_defaults_depend_on_the_data():
+    parse = _load("psis_ood").parse_args
+    digits, mnist = parse(["--data", "digits"]), parse(["--data", "mnist:x.npz"])
+    assert (digits.epochs, digits.latent_dim) == (300, 2)
+    assert (mnist.epochs, mnist.latent_dim) == (10, 50)
+    assert parse(["--data", "digits", "--latent-dim", "50"]).latent_dim == 50
+    with pytest.raises(SystemExit):
+        parse(["--data", "digits", "--epochs", "0"])
 
 
 def test_auroc_standard_error_at_chance_is_mann_whitney_null_variance():
@@ -90,16 +115,42 @@ def test_discrete_vae_on_embedded_digits(tmp_path, one_thread):
         _load("discrete_vae").main(["--data", "digits", "--estimator", "enum"])
 
 
-def test_natural_gradient_example_counts_steps(one_thread, capsys):
-    r = _load("natural_gradient").main(["--num-data", "40", "--obs-scales", "0.5", "2", "4",
-                                        "--max-steps", "150", "--grid-scale", "0.5",
-                                        "--batch-size", "10", "--particles", "4"])
+def test_natural_gradient_example_counts_steps(one_thread, capsys, caplog):
+    import logging
+
+    mod = _load("natural_gradient")
+    before = logging.getLogger("pyrovae").level
+    with caplog.at_level(logging.DEBUG):  # any record the trainer emits would be kept
+        r = mod.main(["--num-data", "100", "--obs-scales", "0.5", "2", "4", "--max-steps", "150",
+                      "--grid-scale", "0.5", "--batch-size", "10", "--particles", "4"])
     best = r["best"]
     assert best["natural_gradient"] == 1  # exact in one step (lr 1) with exact gradients
     assert best["gradient_ascent"] > 1 and best["adam"] > 1
     assert r["kl_svi_one_epoch"] < 1e-8 and r["kl_full_batch_one_step"] < 1e-8
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "steps_natural_gradient: 1" in out
+    # gradient ascent at lr 1e-2 > 2 / (1 + 100 / 0.5^2) diverges: fit skips 10 non-finite steps
+    # in a row and stops; the example says so once, and the per-step warnings stay out
+    assert {"method": "gradient_ascent", "lr": 1e-2, "skipped": 10} in r["diverged"]
+    assert ("gradient_ascent lr=0.01: diverged (10 non-finite steps skipped, as expected at "
+            "this step size)") in out.splitlines()
+    assert out.index("expected to diverge") < out.index("gradient_ascent   lr")
+    assert "non-finite gradient" not in out + captured.err
+    assert not [rec for rec in caplog.records if "non-finite" in rec.getMessage()]
+    assert logging.getLogger("pyrovae").level == before  # restored after the sweep
+
+
+def test_natural_gradient_quiet_trainer_restores_the_level():
+    import logging
+
+    quiet = _load("natural_gradient").quiet_trainer
+    logger = logging.getLogger("pyrovae")
+    before = logger.level
+    with pytest.raises(RuntimeError), quiet():
+        assert logger.level == logging.ERROR
+        raise RuntimeError
+    assert logger.level == before
 
 
 def test_mixture_comparison_methods_agree_on_separated_clusters(one_thread):
@@ -206,8 +257,34 @@ def test_cvae_mnist_on_real_mnist_subset(tmp_path, mnist_path, one_thread):
     assert -784 * math.log(2) < r["test_elbo"]["mean"]
 
 
-def test_oivae_groups_small(tmp_path, one_thread):
+def test_oivae_groups_small(tmp_path, one_thread, capsys):
     r = _load("oivae_groups").main(["--n", "1000", "--epochs", "15", "--out", str(tmp_path)])
     # the groups share factors, so a joint model beats independent Gaussian coordinates
     assert r["test_elbo"]["mean"] > r["independent_gaussian_log_lik"]
-    assert (tmp_path / "latent_to_group.png").is_file()
+    for name in ("latent_to_group.png", "true_pattern.png", "pattern_agreement.png"):
+        assert (tmp_path / name).is_file()
+    # the printed agreement is the share of cells where the matched latents' norms, over the
+    # threshold, say what the true pattern says
+    import pyrovae
+
+    pattern = pyrovae.data.grouped_factors(10, seed=0)["pattern"]
+    norms = np.asarray(r["norms"])[:, r["latent_of_factor"]]
+    assert r["agreement"] == pytest.approx(((norms > 0.3) == pattern).mean())
+    assert len(set(r["latent_of_factor"])) == pattern.shape[1]
+    out = capsys.readouterr().out
+    assert f"agreement: {r['agreement']:.4f}" in out
+
+
+def test_oivae_match_latents_undoes_a_permutation():
+    match = _load("oivae_groups").match_latents
+    pattern = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], bool)
+    norms = np.zeros((4, 5))
+    norms[:, [4, 0, 2]] = pattern * 1.5  # factor k drives latent (4, 0, 2)[k]
+    norms[0, 3] = 0.1  # an unmatched latent, weakly on
+    m = match(norms, pattern, 0.3)
+    assert m["latent_of_factor"] == [4, 0, 2] and m["agreement"] == 1.0
+    assert m["unmatched_max"] == pytest.approx(0.1)
+    norms[3, 2] = 0.2  # factor 2's only group now falls under the threshold: 1 cell of 12
+    assert match(norms, pattern, 0.3)["agreement"] == pytest.approx(11 / 12)
+    with pytest.raises(ValueError, match="norms: expected"):
+        match(norms[:, :2], pattern, 0.3)

@@ -17,7 +17,16 @@ from .latent_plots import (
     plot_traversals,
     traverse,
 )
-from .plots import image_grid, plot_history, plot_latent, plot_reconstructions, plot_samples
+from .plots import (
+    image_grid,
+    is_vector_data,
+    plot_history,
+    plot_latent,
+    plot_reconstructions,
+    plot_samples,
+    plot_vector_reconstructions,
+    plot_vector_samples,
+)
 from .posterior_plots import (
     plot_khat,
     plot_khat_distributions,
@@ -27,7 +36,7 @@ from .posterior_plots import (
     plot_posterior_predictive,
     plot_worst_inputs,
 )
-from .predictive import latent_means, prior_predictive_mean, reconstruct
+from .predictive import latent_means, prior_predictive_mean, prior_predictive_sample, reconstruct
 from .psis import good_khat, importance_log_weights, psis, psis_diagnostics
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "image_grid",
     "import_arviz",
     "importance_log_weights",
+    "is_vector_data",
     "latent_means",
     "load_inference_data",
     "plot_code_usage",
@@ -55,8 +65,11 @@ __all__ = [
     "plot_reconstructions",
     "plot_samples",
     "plot_traversals",
+    "plot_vector_reconstructions",
+    "plot_vector_samples",
     "plot_worst_inputs",
     "prior_predictive_mean",
+    "prior_predictive_sample",
     "psis",
     "psis_diagnostics",
     "reconstruct",

@@ -21,7 +21,7 @@ def plot_code_usage(usage: dict[str, dict], path, title: str = "code usage"):
         ax.bar(np.arange(len(counts)), np.maximum(counts, 0.5), width=1.0, color="tab:blue")
         ax.set_yscale("log")
         ax.set_xlabel("code (sorted by use)")
-        ax.set_ylabel("assignments")
+        ax.set_ylabel("assignments (log scale; unused codes at 0.5)")
         ax.set_title(f"{name}: {s['usage']:.1%} used, perplexity {s['perplexity']:.0f}/"
                      f"{s['num_codes']}, {s['dead_codes']} dead", fontsize="small")
     fig.suptitle(title)

@@ -65,19 +65,24 @@ def traverse(model, batch: dict, *, site: str | None = None, dims: Sequence[int]
 
 def plot_traversals(model, batch: dict, path, *, site: str | None = None, dims=None,
                     values=None, index: int = 0, labels: Sequence[str] | None = None):
-    """A grid of traversals: one row per latent dimension, one column per value."""
+    """A grid of traversals: one row per latent dimension, one column per value. Rows are
+    labelled with the dimension (or ``labels``), columns with the value it is set to."""
     imgs = traverse(model, batch, site=site, dims=dims, values=values, index=index)
     rows, cols = imgs.shape[:2]
-    fig = Figure(figsize=(0.9 * cols + 0.8, 0.9 * rows + 0.5))
+    values = torch.linspace(-3, 3, 9) if values is None else torch.as_tensor(values).float()
+    fig = Figure(figsize=(0.9 * cols + 1.2, 0.9 * rows + 1.0))
     ax = fig.add_subplot(1, 1, 1)
     grid = image_grid(imgs.reshape(rows * cols, *imgs.shape[2:]), ncol=cols)
-    _show_grid(ax, grid, "latent traversals (rows: dimensions)")
+    _show_grid(ax, grid, f"latent traversals from the posterior mean of data point {index}")
     ax.axis("on")
-    h = grid.shape[0] / rows
+    h, w = grid.shape[0] / rows, grid.shape[1] / cols
     ax.set_yticks([h * (r + 0.5) for r in range(rows)])
     dims = list(range(rows)) if dims is None else list(dims)
     ax.set_yticklabels(labels if labels is not None else [f"z[{d}]" for d in dims])
-    ax.set_xticks([])
+    ax.set_xticks([w * (c + 0.5) for c in range(cols)])
+    ax.set_xticklabels([f"{float(v):.2g}" for v in values], fontsize=8)
+    ax.set_xlabel("value the dimension is set to (the others stay at the posterior mean)")
+    ax.set_ylabel("latent dimension varied")
     return _save(fig, path)
 
 
@@ -93,21 +98,24 @@ def plot_kl_per_dimension(kl, path, *, title: str = "KL per latent dimension"):
     ax.bar(np.arange(len(k)), k.numpy())
     ax.set_xticks(np.arange(len(k)))
     ax.set_xticklabels([f"z[{i}]" for i in range(len(k))], rotation=90 if len(k) > 12 else 0)
-    ax.set_ylabel("nats per data point")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL(q(z_l | x) || p(z_l)) (nats)")
     ax.set_title(title)
     return _save(fig, path)
 
 
 def plot_matrix(matrix, path, *, row_labels=None, col_labels=None, title: str = "",
-                xlabel: str = "", ylabel: str = "", vmin=None, vmax=None, fmt: str = "{:.2f}"):
-    """A heat map of a 2-D array with each cell's value written in it."""
+                xlabel: str = "", ylabel: str = "", vmin=None, vmax=None, fmt: str = "{:.2f}",
+                cbar_label: str = ""):
+    """A heat map of a 2-D array with each cell's value written in it; ``cbar_label`` names
+    the quantity on the colour bar."""
     m = matrix.detach().cpu().numpy() if torch.is_tensor(matrix) else np.asarray(matrix, float)
     if m.ndim != 2:
         raise ValueError(f"matrix: expected 2 dims, got shape {m.shape}")
     fig = Figure(figsize=(0.6 * m.shape[1] + 2, 0.45 * m.shape[0] + 1.4))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label=cbar_label)
     ax.set_xticks(np.arange(m.shape[1]))
     ax.set_yticks(np.arange(m.shape[0]))
     if col_labels is not None:
@@ -135,4 +143,5 @@ def plot_mi_matrix(normalized_mi, path, *, factor_names=None, title: str | None 
     title = title or "normalised mutual information I(z_j; v_k) / H(v_k)"
     return plot_matrix(m, path, row_labels=[f"z[{j}]" for j in range(m.shape[0])],
                        col_labels=names, title=title,
-                       xlabel="factor", ylabel="latent dimension", vmin=0.0, vmax=1.0)
+                       xlabel="factor", ylabel="latent dimension", vmin=0.0, vmax=1.0,
+                       cbar_label="I(z_j; v_k) / H(v_k)")

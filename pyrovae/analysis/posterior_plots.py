@@ -64,33 +64,73 @@ def _selection(idata, var, obs, components):
     return coords, n_panels
 
 
+def _latent_labeller(idata, var: str):
+    """An ArviZ labeller that names a panel by what it shows: ``z[1], data point 3`` instead of
+    ArviZ's ``z`` above ``3, 1`` (the coordinates in dim order). ``var``'s event dims
+    (``<var>_dim_<i>``) become its indices, ``obs`` the data point, a plate dim
+    ``name=value``. (The forest plot passes no variable name after its first row, hence
+    ``var`` given here.)"""
+    from arviz.labels import BaseLabeller
+
+    event = [d for d in idata.posterior[var].dims if d.startswith(f"{var}_dim_")]
+
+    class LatentLabeller(BaseLabeller):
+        def make_label_vert(self, var_name, sel, isel):
+            index = [str(sel[d]) for d in event if d in sel]
+            name = f"{var}[{', '.join(index)}]" if index else var
+            rest = [f"data point {v}" if d == OBS else f"{d}={v}" for d, v in sel.items()
+                    if d not in event]
+            return ", ".join([name, *rest])
+
+        make_label_flat = make_label_vert
+
+    return LatentLabeller()
+
+
 def plot_posterior(idata, path, var: str | None = None, obs=None, components=None,
                    kind: str = "posterior", **kwargs):
     """``az.plot_posterior`` (``kind="posterior"``: one density per panel with its HDI) or
     ``az.plot_forest`` (``kind="forest"``: intervals side by side, chains apart) of latent
     ``var`` for data points ``obs`` (default the first four) and latent components
-    ``components`` of its first latent dim (default the first two); ``kwargs`` go to ArviZ."""
+    ``components`` of its first latent dim (default the first two); ``kwargs`` go to ArviZ.
+
+    Each panel (each row of the forest) is titled with the component and the data point it
+    shows, e.g. ``z[1], data point 3``; the x axis is the latent's value."""
     az = import_arviz()
     if kind not in ("posterior", "forest"):
         raise ValueError(f"kind: expected 'posterior' or 'forest', got {kind!r}")
     var = _latent_var(idata, var)
     coords, n = _selection(idata, var, obs, components)
+    kwargs.setdefault("labeller", _latent_labeller(idata, var))
+    hdi = kwargs.get("hdi_prob")
     if kind == "posterior":
         ncol = min(n, 4)
         nrow = math.ceil(n / ncol)
-        fig = Figure(figsize=(3.4 * ncol, 2.9 * nrow), layout="constrained")
+        fig = Figure(figsize=(3.4 * ncol, 3.1 * nrow + 0.4), layout="constrained")
         axes = np.array([fig.add_subplot(nrow, ncol, i + 1) for i in range(nrow * ncol)])
         for ax in axes[n:]:
             ax.axis("off")
         with _quiet():
             az.plot_posterior(idata, var_names=[var], coords=coords, ax=axes[:n], show=False,
                               textsize=kwargs.pop("textsize", 9), **kwargs)
+        for ax in axes[:n]:
+            ax.set_xlabel(f"value of {ax.get_title().split(',')[0]}", fontsize=8)
+            ax.set_ylabel("density of the guide's draws", fontsize=8)
+        fig.suptitle(f"guide posterior q({var} | x) per data point (kernel density of "
+                     f"{idata.posterior.sizes['draw'] * idata.posterior.sizes['chain']} draws, "
+                     f"with its {'94%' if hdi is None else f'{100 * hdi:g}%'} HDI)",
+                     fontsize=9)
     else:
-        fig = Figure(figsize=(6, 1.0 + 0.35 * n * idata.posterior.sizes["chain"]))
+        fig = Figure(figsize=(6.4, 1.3 + 0.35 * n * idata.posterior.sizes["chain"]))
         ax = fig.add_subplot(1, 1, 1)
         with _quiet():
             az.plot_forest(idata, var_names=[var], coords=coords, combined=False, ax=ax,
                            show=False, **kwargs)
+        ax.set_xlabel(f"value of {var} (point: median; thick: central 50%; thin: "
+                      f"{'94%' if hdi is None else f'{100 * hdi:g}%'} HDI)", fontsize=9)
+        ax.set_ylabel(f"component and data point (one line per chain of "
+                      f"{idata.posterior.sizes['draw']} draws)", fontsize=9)
+        ax.set_title(f"guide posterior q({var} | x): intervals per data point")
     return _save(fig, path)
 
 
@@ -111,7 +151,11 @@ def plot_khat(result, path, title: str = "Pareto k-hat per data point"):
     ax = fig.add_subplot(1, 1, 1)
     with _quiet():
         az.plot_khat(e, ax=ax, show_bins=True, show=False)
-    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":", label="k-hat = 0.5")
+    ax.axhline(KHAT_BAD, color="C3", lw=0.8, ls="--", label=f"k-hat = {KHAT_BAD}")
+    ax.set_xlabel("data point (position in the scored split)")
+    ax.set_ylabel("Pareto k-hat of its importance weights")
+    ax.legend(loc="lower left", fontsize="x-small")
     ax.set_title(title)
     return _save(fig, path)
 
@@ -133,7 +177,7 @@ def plot_khat_vs_recon(result, path):
     k, r = _finite_khat(result), result["recon"].values
     if "label" in result:
         sc = ax.scatter(r, k, c=result["label"].values, cmap="tab10", s=8)
-        fig.colorbar(sc, ax=ax, label="label")
+        fig.colorbar(sc, ax=ax, label="label y of the data point")
     else:
         ax.scatter(r, k, s=8)
     ax.axhline(KHAT_BAD, color="C3", lw=0.8, ls="--", label="k-hat = 0.7")
@@ -162,7 +206,8 @@ def plot_worst_inputs(result, x, path, n: int = 16, ncol: int = 8):
         ax.axis("off")
         tag = f"k={k[i]:.2f}" + ("" if labels is None else f" y={labels[i]}")
         ax.set_title(tag, fontsize=7)
-    fig.suptitle("inputs with the largest k-hat", fontsize=9)
+    fig.suptitle("inputs with the largest k-hat (panel: k = its Pareto k-hat" +
+                 ("" if labels is None else ", y = its label") + ")", fontsize=9)
     return _save(fig, path)
 
 
@@ -179,7 +224,7 @@ def plot_khat_distributions(results: dict, path, title: str = "k-hat by group"):
     bins = np.linspace(min(allv.min(), 0.0), max(allv.max(), 1.0), 40)
     for name, k in vals.items():
         ax.hist(k, bins=bins, alpha=0.55, density=True, label=f"{name} (n={len(k)})")
-    ax.axvline(KHAT_BAD, color="C3", lw=0.8, ls="--")
+    ax.axvline(KHAT_BAD, color="C3", lw=0.8, ls="--", label=f"k-hat = {KHAT_BAD}")
     ax.set_xlabel("Pareto k-hat")
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
@@ -204,12 +249,14 @@ def plot_latent_map(idata, path, var: str | None = None, n_clouds: int = 6):
 
         pca = PCA(2).fit(means)
         means, proj = pca.transform(means), pca.transform
-        xlabel, ylabel = "PC 1", "PC 2"
+        xlabel, ylabel = (f"principal component {i} of the posterior means of {var}"
+                          for i in (1, 2))
     elif means.shape[1] == 1:
         def proj(a):
             return np.concatenate([a, np.zeros_like(a)], 1)
 
         means = proj(means)
+        ylabel = "(none: a 1-d latent)"
     else:
         def proj(a):
             return a
@@ -222,15 +269,15 @@ def plot_latent_map(idata, path, var: str | None = None, n_clouds: int = 6):
         ax.scatter(means[:, 0], means[:, 1], s=6, c="0.4")
     else:
         sc = ax.scatter(means[:, 0], means[:, 1], s=6, c=labels, cmap="tab10")
-        fig.colorbar(sc, ax=ax, label="label")
+        fig.colorbar(sc, ax=ax, label="label y of the data point")
     for i in np.linspace(0, len(draws) - 1, min(n_clouds, len(draws))).astype(int):
         cloud = proj(draws[i, :150])  # up to 150 draws per cloud
         ax.scatter(cloud[:, 0], cloud[:, 1], s=3, alpha=0.35, color="k", linewidths=0)
         ax.scatter(*means[i], s=30, marker="x", color="k")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(f"posterior means of {var} (clouds: draws for {min(n_clouds, len(draws))} "
-                 f"points)", fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(f"posterior means of {var}, one dot per data point (clouds: draws for "
+                 f"{min(n_clouds, len(draws))} points, x their means)", fontsize=9)
     return _save(fig, path)
 
 
@@ -255,11 +302,20 @@ def plot_posterior_predictive(idata, path, obs=None, n_draws: int = 7, var: str 
         rows.append(draws.sel({OBS: o}).values[:n_draws])
     observed_imgs = np.concatenate(rows[0::2]).astype(float)
     draw_imgs = np.concatenate(rows[1::2]).astype(float)
-    fig = Figure(figsize=(1.0 * (n_draws + 1) + 0.8, 1.0 * len(obs) + 0.6))
+    fig = Figure(figsize=(1.0 * (n_draws + 1) + 1.6, 1.0 * len(obs) + 0.6))
     grid = fig.add_gridspec(1, 2, width_ratios=[1, n_draws], wspace=0.05)
-    _show_grid(fig.add_subplot(grid[0, 0]), image_grid(observed_imgs, ncol=1), "observed")
+    ax = fig.add_subplot(grid[0, 0])
+    observed_grid = image_grid(observed_imgs, ncol=1)
+    _show_grid(ax, observed_grid, "observed x")
+    ax.axis("on")  # the row labels name the data points
+    for side in ax.spines.values():
+        side.set_visible(False)
+    h = observed_grid.shape[0] / len(obs)
+    ax.set_yticks([h * (r + 0.5) for r in range(len(obs))])
+    ax.set_yticklabels([f"data point {o}" for o in obs], fontsize=8)
+    ax.set_xticks([])
     _show_grid(fig.add_subplot(grid[0, 1]), image_grid(draw_imgs, ncol=n_draws),
-               "posterior-predictive draws")
+               f"{n_draws} posterior-predictive draws x ~ p(x | z), z ~ q(z | x) per row")
     return _save(fig, path)
 
 

@@ -53,6 +53,18 @@ def prior_predictive_mean(model, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
+def prior_predictive_sample(model, batch: dict) -> torch.Tensor:
+    """x ~ p(x) drawn ancestrally, z ~ p(z) then x ~ p(x | z), one per datum of ``batch``: the
+    draws to set beside data points that are vectors, where E[x | z] alone would lie on the
+    decoder's manifold without the observation noise."""
+    model = as_model(model)
+    kwargs = _kwargs(model, batch)
+    with poutine.block():
+        tr = poutine.trace(poutine.uncondition(model.model)).get_trace(**kwargs)
+    return _observed_site(tr, batch.get("x"), released=True)["value"]
+
+
+@torch.no_grad()
 def latent_means(model, batch: dict) -> dict[str, torch.Tensor]:
     """Mean of q(z | x) for each latent site of the guide, ``{site: (B, *event)}``; for a
     model without latent sites, its deterministic sites (an auto-encoder's code)."""
