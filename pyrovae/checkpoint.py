@@ -20,6 +20,7 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import transform_to
 
+from . import checks
 from .init_args import constructor_record
 from .protocol import spec_of
 
@@ -109,8 +110,7 @@ class CheckpointDir:
     link to the newest, so nothing is written twice)."""
 
     def __init__(self, folder: str | os.PathLike, keep: int = 1):
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep_checkpoints: expected a positive int, got {keep!r}")
+        checks.positive_int(keep, "keep_checkpoints")  # fit()'s name for it
         self.folder, self.keep = Path(folder), keep
 
     @property

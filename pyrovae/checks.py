@@ -36,19 +36,54 @@ def int_at_least(value, name: str, minimum: int, *, allow_none: bool = False) ->
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
 
 
+def int_in(value, name: str, low: int, high: int) -> None:
+    """``value`` is an int in the closed range ``[low, high]``."""
+    if not is_int(value) or not low <= value <= high:
+        raise ValueError(f"{name}: expected an int in [{low}, {high}], got {value!r}")
+
+
+_BOUNDS = ("()", "[]", "[)", "(]")
+
+
 def number_in(value, name: str, low: float = 0.0, high: float = math.inf, *,
-              allow_none: bool = False) -> None:
-    """``value`` is a number in the open interval ``(low, high)`` (NaN is not)."""
+              bounds: str = "()", allow_none: bool = False) -> None:
+    """``value`` is a number in ``(low, high)``, ends closed as ``bounds`` says (NaN is not)."""
+    if bounds not in _BOUNDS:
+        raise ValueError(f"bounds: expected one of {list(_BOUNDS)}, got {bounds!r}")
     if value is None and allow_none:
         return
-    if not is_number(value) or not (low < value < high):
-        raise ValueError(f"{name}: expected a number in ({low:g}, {high:g}), got {value!r}")
+    ok = is_number(value) \
+        and (low <= value if bounds[0] == "[" else low < value) \
+        and (value <= high if bounds[1] == "]" else value < high)
+    if not ok:
+        raise ValueError(f"{name}: expected a number in {bounds[0]}{low:g}, {high:g}{bounds[1]}, "
+                         f"got {value!r}")
+
+
+def positive_number(value, name: str) -> None:
+    """``value`` is a number > 0, infinity included (NaN is not)."""
+    if not is_number(value) or not value > 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+
+
+def number_at_least(value, name: str, minimum: float) -> None:
+    """``value`` is a number ``>= minimum``, infinity included (NaN is not)."""
+    if not is_number(value) or not value >= minimum:
+        raise ValueError(f"{name}: expected a number >= {minimum:g}, got {value!r}")
+
+
+def _finite(value) -> bool:
+    """``math.isfinite``, and False for an int too large to be a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def finite_number(value, name: str, *, minimum: float | None = None,
                   positive: bool = False) -> None:
-    """``value`` is a finite number, ``>= minimum`` when given, ``> 0`` when ``positive``."""
-    ok = is_number(value) and math.isfinite(value) \
+    """``value`` is a number finite as a float, ``>= minimum`` if given, ``> 0`` if ``positive``."""
+    ok = is_number(value) and _finite(value) \
         and (minimum is None or value >= minimum) and (not positive or value > 0)
     if not ok:
         what = "a finite number" + (" > 0" if positive else "") + \

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import checks
 from .dataset import Dataset, Splits, split_indices
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
@@ -166,8 +167,7 @@ class DSprites:
 
     def sample_factors(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` factor vectors drawn uniformly from the grid (independent factors)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        checks.positive_int(n, "n")
         cols = [torch.randint(k, (n,), generator=generator) for k in FACTOR_SIZES]
         return torch.stack(cols, dim=1)
 
@@ -179,8 +179,7 @@ class DSprites:
             if n is None:
                 index = torch.arange(NUM_IMAGES)
             else:
-                if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= NUM_IMAGES:
-                    raise ValueError(f"n: expected an int in [1, {NUM_IMAGES}], got {n!r}")
+                checks.int_in(n, "n", 1, NUM_IMAGES)
                 rng = np.random.default_rng(seed)
                 index = torch.from_numpy(np.sort(rng.choice(NUM_IMAGES, n, replace=False)))
         index = _check_index(index)

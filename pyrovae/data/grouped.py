@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import checks
+
 # group -> the factors it depends on: two groups per factor alone, two shared pairs
 DEFAULT_DEPENDENCIES = ((0,), (1,), (0, 1), (2,), (3,), (2, 3))
 
@@ -19,8 +21,7 @@ def grouped_factors(n: int = 4000, *, dependencies=DEFAULT_DEPENDENCIES, group_s
     Returns ``{"x": (n, G * group_size) float32, "factors": (n, F), "group_sizes": tuple,
     "pattern": (G, F) bool}`` where ``pattern[g, k]`` says whether group g depends on factor k.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    checks.positive_int(n, "n")
     deps = [tuple(int(k) for k in d) for d in dependencies]
     if not deps or any(not d or min(d) < 0 for d in deps):
         raise ValueError(f"dependencies: expected non-empty tuples of factor indices >= 0, got "

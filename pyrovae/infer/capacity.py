@@ -23,12 +23,11 @@ Understanding disentangling in β-VAE, arXiv:1804.03599.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import torch_item
 
+from .. import checks
 from ..callbacks import StepFollower
 from ._sites import data_size
 from .registry import register_loss
@@ -84,9 +83,7 @@ class TraceCapacity_ELBO(ReportsTerms, Trace_ELBO, StepFollower):
 
     def __init__(self, capacity=25.0, gamma: float = 1000.0, steps: int = 100000, *,
                  start: float = 0.0, analytic: bool = True, plate: str = "data", **kwargs):
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or \
-                not (gamma > 0 and math.isfinite(gamma)):
-            raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
+        checks.finite_number(gamma, "gamma", positive=True)
         if kwargs.get("vectorize_particles"):
             raise ValueError("vectorize_particles: not supported (|KL - C| is taken per "
                              "particle); use num_particles with vectorize_particles=False")

@@ -8,6 +8,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
+from .. import checks
 from .registry import register_loss
 
 
@@ -89,9 +90,7 @@ class TraceConcrete_ELBO(Trace_ELBO):
     """
 
     def __init__(self, temperature: float = 0.5, **kwargs):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not temperature > 0:
-            raise ValueError(f"temperature: expected a positive number, got {temperature!r}")
+        checks.positive_number(temperature, "temperature")
         super().__init__(**kwargs)
         self.temperature = float(temperature)
 

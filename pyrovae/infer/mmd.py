@@ -41,6 +41,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 
+from .. import checks
 from ._sites import data_size, pick_latent_site
 from .registry import register_loss
 from .schedules import scale_latents
@@ -94,9 +95,8 @@ class TraceMMD_ELBO(ReportsTerms, Trace_ELBO):
 
     def __init__(self, alpha: float = 0.0, lam: float = 100.0, *, kernel: str = "rbf",
                  bandwidth: float | None = None, site: str | None = None, **kwargs):
-        for name, v in (("alpha", alpha), ("lam", lam)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name}: expected a finite number, got {v!r}")
+        checks.finite_number(alpha, "alpha")
+        checks.finite_number(lam, "lam")
         if alpha > 1:
             raise ValueError(f"alpha: expected <= 1 (the KL weight is 1 - alpha), got {alpha}")
         if kernel not in KERNELS:

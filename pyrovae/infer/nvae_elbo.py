@@ -31,6 +31,7 @@ import pyro
 import torch
 from pyro.distributions.util import sum_rightmost
 
+from .. import checks
 from ..callbacks import StepFollower
 from ..distributions import ResidualNormal, residual_normal_kl
 from ..nn.spectral import SpectralRegularizer
@@ -70,14 +71,10 @@ class TraceNVAE_ELBO(StepFollower):
     def __init__(self, reg_coeff: float = 1e-2, warmup_steps: int = 0,
                  beta_start: float = 1e-2, balance: bool = True, power_iterations: int = 1,
                  module: torch.nn.Module | None = None):
-        for name, v in (("reg_coeff", reg_coeff), ("beta_start", beta_start)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {v!r}")
-        if not 0 <= beta_start <= 1:
-            raise ValueError(f"beta_start: expected a number in [0, 1], got {beta_start!r}")
-        for name, v in (("warmup_steps", warmup_steps), ("power_iterations", power_iterations)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+        checks.number_at_least(reg_coeff, "reg_coeff", 0)
+        checks.number_in(beta_start, "beta_start", 0, 1, bounds="[]")
+        checks.int_at_least(warmup_steps, "warmup_steps", 0)
+        checks.int_at_least(power_iterations, "power_iterations", 0)
         if not isinstance(balance, bool):
             raise ValueError(f"balance: expected True or False, got {balance!r}")
         self.reg_coeff, self.warmup_steps = float(reg_coeff), warmup_steps

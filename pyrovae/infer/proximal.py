@@ -24,10 +24,9 @@ Reference: Parikh and Boyd (2014) Proximal algorithms, Foundations and Trends in
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .. import checks
 from ..callbacks import Callback
 
 
@@ -53,11 +52,8 @@ class ProximalGroupLasso(Callback):
         if not isinstance(param, torch.Tensor) or not param.requires_grad or not param.is_leaf:
             raise TypeError(f"param: expected a leaf tensor that requires grad (an "
                             f"nn.Parameter), got {type(param).__name__}")
-        for name, v, positive in (("lam", lam, False), ("lr", lr, True)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v < 0 or (positive and v == 0):
-                raise ValueError(f"{name}: expected a finite number {'> 0' if positive else '>= 0'}"
-                                 f", got {v!r}")
+        checks.finite_number(lam, "lam", minimum=0)
+        checks.finite_number(lr, "lr", positive=True)
         self.param, self.lam, self.lr, self.dim = param, float(lam), float(lr), dim
         self._grad = None
         self._handle = None

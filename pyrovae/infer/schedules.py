@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
+from .. import checks
 from ..callbacks import StepFollower
 from .registry import make_loss, register_loss
 
@@ -52,7 +53,7 @@ class LatentScaleMessenger(Messenger):
     def __init__(self, scale: float | Callable[[], float]):
         super().__init__()
         if not callable(scale):
-            _check_scale(scale)
+            checks.finite_number(scale, "scale", minimum=0)
         self.scale = scale
 
     def _process_message(self, msg) -> None:
@@ -60,13 +61,8 @@ class LatentScaleMessenger(Messenger):
             return
         s = self.scale() if callable(self.scale) else self.scale
         if callable(self.scale):
-            _check_scale(s)
+            checks.finite_number(s, "scale", minimum=0)
         msg["scale"] = s * msg["scale"]
-
-
-def _check_scale(s) -> None:
-    if isinstance(s, bool) or not isinstance(s, (int, float)) or not (s >= 0 and math.isfinite(s)):
-        raise ValueError(f"scale: expected a finite number >= 0 for the latent sites, got {s!r}")
 
 
 def scale_latents(fn=None, scale=1.0):
@@ -95,13 +91,11 @@ class Schedule:
 
     def __init__(self, start: float = 0.0, end: float = 1.0, steps: int = 10000, *,
                  shape: str = "linear", delay: int = 0, cycles: int = 4, ratio: float = 0.5):
-        for name, v in (("start", start), ("end", end)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v < 0:
-                raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
-        for name, v, low in (("steps", steps, 1), ("delay", delay, 0), ("cycles", cycles, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {v!r}")
+        checks.finite_number(start, "start", minimum=0)
+        checks.finite_number(end, "end", minimum=0)
+        checks.positive_int(steps, "steps")
+        checks.int_at_least(delay, "delay", 0)
+        checks.positive_int(cycles, "cycles")
         if shape not in SHAPES:
             raise ValueError(f"shape: expected one of {SHAPES}, got {shape!r}")
         if not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
@@ -141,7 +135,7 @@ def as_schedule(beta) -> Callable[[int], float]:
     """A constant (number) or a schedule (``Schedule`` or any callable ``step -> weight``)."""
     if callable(beta):
         return beta
-    _check_scale(beta)
+    checks.finite_number(beta, "scale", minimum=0)
     value = float(beta)
     return lambda step: value
 

@@ -52,6 +52,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import torch_item
 
+from .. import checks
 from ._sites import factorised, pairwise_log_prob, pick_latent_site
 from .registry import register_loss
 from .terms import ReportsTerms
@@ -113,12 +114,10 @@ class TraceTC_ELBO(ReportsTerms, Trace_ELBO):
                  estimator: str = "mss", dataset_size: int | None = None,
                  site: str | None = None, **kwargs):
         for name, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name}: expected a finite number, got {v!r}")
+            checks.finite_number(v, name)
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}")
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) \
-                or dataset_size < 1:
+        if not checks.is_int(dataset_size) or dataset_size < 1:  # None, the default, too
             raise ValueError(f"dataset_size: expected the number of training points (a positive "
                              f"int), got {dataset_size!r}")
         super().__init__(**kwargs)

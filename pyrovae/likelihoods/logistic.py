@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from .. import checks
 from . import Likelihood
 
 
@@ -139,7 +140,7 @@ class CoupledLogisticMixture(TorchDistribution):
     def __init__(self, logits, loc, scale, coeffs, event_dim: int, num_bins: int = 256,
                  validate_args=None):
         rest = event_dim  # dims of the event (C, *rest)
-        if isinstance(rest, bool) or not isinstance(rest, int) or rest < 1 \
+        if not checks.is_int(rest) or rest < 1 \
                 or loc.shape != scale.shape or loc.dim() < rest + 1 or logits.dim() < rest:
             raise ValueError(f"loc, scale, logits: expected (..., C, *rest, M), the same, and "
                              f"(..., *rest, M) for event_dim = len((C, *rest)) = {event_dim!r}, "
@@ -251,9 +252,7 @@ class DiscretizedLogisticMixture(Likelihood):
 
     def __init__(self, event_shape, num_components: int = 5, num_bins: int = 256,
                  min_log_scale: float = -7.0, coupled: bool = True):
-        if isinstance(num_components, bool) or not isinstance(num_components, int) \
-                or num_components < 1:
-            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        checks.positive_int(num_components, "num_components")
         if not isinstance(coupled, bool):
             raise ValueError(f"coupled: expected True or False, got {coupled!r}")
         super().__init__(event_shape)

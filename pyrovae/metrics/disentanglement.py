@@ -27,6 +27,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .. import checks
+
 
 def _as_codes(a, name: str) -> np.ndarray:
     a = a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a)
@@ -92,8 +94,7 @@ def mig(loc, scale, factors, *, num_samples: int = 10000, seed: int = 0,
         raise ValueError("scale: expected positive standard deviations")
     n, dims = mu.shape
     f = _as_factors(factors, n)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    checks.positive_int(num_samples, "num_samples")
     rng = np.random.default_rng(seed)
     idx = rng.permutation(n)[:num_samples]  # the points whose codes are drawn
     s = len(idx)
@@ -140,8 +141,7 @@ def discretize(codes, num_bins: int = 20) -> np.ndarray:
     """Each column of ``codes`` cut into ``num_bins`` equal-width bins over its range (bin
     indices 0..num_bins-1), as disentanglement_lib's histogram discretiser does."""
     c = _as_codes(codes, "codes")
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-        raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}")
+    checks.int_at_least(num_bins, "num_bins", 2)
     out = np.empty(c.shape, dtype=np.int64)
     for j in range(c.shape[1]):
         edges = np.histogram_bin_edges(c[:, j], bins=num_bins)
@@ -186,8 +186,7 @@ def factor_vae_score(represent: Callable, factor_data, *, num_train: int = 800,
     """
     for name, v in (("num_train", num_train), ("num_eval", num_eval),
                     ("batch_size", batch_size), ("num_variance", num_variance)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        checks.positive_int(v, name)
     if batch_size < 2:
         raise ValueError(f"batch_size: expected at least 2 (a variance is taken), got {batch_size}")
     gen = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pyro
 import torch
 
+from .. import checks
 from .._runtime import module_device, resolve_device, seeded
 from ..data import as_dataset
 from ..protocol import as_model, input_names
@@ -110,10 +111,8 @@ def gradient_variance(model, data, loss=None, num_draws: int = 100, *,
     :param seed: seeds the draws without touching the caller's RNG (``None``: use it as is).
     :returns: :class:`GradientMoments`. Gradients are left cleared (``None``).
     """
-    if isinstance(num_draws, bool) or not isinstance(num_draws, int) or num_draws < 2:
-        raise ValueError(f"num_draws: expected an int >= 2, got {num_draws!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: expected an int >= 0, got {warmup!r}")
+    checks.int_at_least(num_draws, "num_draws", 2)
+    checks.int_at_least(warmup, "warmup", 0)
     model = as_model(model)
     loss = pyro.infer.Trace_ELBO() if loss is None else loss
     if not (hasattr(loss, "loss_and_grads") or callable(loss)):

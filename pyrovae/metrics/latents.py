@@ -7,6 +7,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
+from .. import checks
 from .._runtime import eval_mode, module_device, seeded
 from ..data import as_dataset
 from ..infer._sites import factorised, pick_latent_site
@@ -16,8 +17,7 @@ from ..protocol import as_model, input_names
 
 def _site_batches(model, data, site, batch_size, seed):
     """Yields ``(name, guide site, model site)`` per batch of ``data``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    checks.positive_int(batch_size, "batch_size")
     model = as_model(model)
     dev = module_device(model)
     ds = as_dataset(data).frozen(0 if seed is None else seed).to(dev)

@@ -8,6 +8,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
+from .. import checks
 from .._runtime import eval_mode, module_device, resolve_device, seeded, trim_heap
 from ..data import as_dataset
 from ..infer.particles import ParticleTracer
@@ -35,11 +36,6 @@ def _point_mass_guide(guide, kwargs) -> bool:
                if s["type"] == "sample" and not s["is_observed"])
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
 def log_weight_chunks(model, data, num_samples: int, *, batch_size: int = 100,
                       max_elements: int = 2**22, device=None, seed: int | None = 0,
                       plate: str | None = None, with_log_likelihood: bool = False):
@@ -56,9 +52,9 @@ def log_weight_chunks(model, data, num_samples: int, *, batch_size: int = 100,
     Batch norm runs in eval mode; ``seed`` fixes the draws without touching the caller's RNG
     state (``None``: use it as is).
     """
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(batch_size, "batch_size")
-    _check_positive_int(max_elements, "max_elements")
+    checks.positive_int(num_samples, "num_samples")
+    checks.positive_int(batch_size, "batch_size")
+    checks.positive_int(max_elements, "max_elements")
     model = as_model(model)
     dev = resolve_device(device) if device is not None else module_device(model)
     ds = as_dataset(data).frozen(0 if seed is None else seed).to(dev)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .. import checks
 from .. import nn as nets
 from ..likelihoods import likelihood as make_likelihood
 from ..nn.layers import activation, as_shape
@@ -42,9 +43,7 @@ class CVAEConfig:
         if self.channels is not None:
             self.channels = tuple(int(c) for c in self.channels)
         for name in ("num_classes", "latent_dim"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            checks.positive_int(getattr(self, name), name)
         if not self.hidden:
             raise ValueError("hidden: expected at least one width (the encoder's feature size)")
         _check_likelihood_args(self.likelihood_args)
@@ -146,8 +145,7 @@ class CVAE(PyroModule):
         ``y``: one class for all (an int, ``sample(16, y=3)``), ``n`` labels, or None for labels
         drawn uniformly.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        checks.positive_int(n, "n")
         dev = next(self.parameters()).device
         k = self.config.num_classes
         if y is None:

@@ -31,6 +31,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .. import checks
 from ..likelihoods import likelihood as make_likelihood
 from ..nn import ACTIVATIONS, MLP
 from ..nn.layers import as_shape
@@ -87,8 +88,7 @@ class CategoricalVAEConfig(_DiscreteConfig):
 
 
 def _check_positive_ints(values, name):
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                         for v in values):
+    if not values or any(not checks.is_int(v) or v < 1 for v in values):
         raise ValueError(f"{name}: expected a non-empty sequence of positive ints, "
                          f"got {values!r}")
 
@@ -248,8 +248,7 @@ class CategoricalVAE(_DiscreteVAE):
         super().__init__(config, overrides)
         c = self.config
         k = c.num_categories
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"num_categories: expected an int >= 2, got {k!r}")
+        checks.int_at_least(k, "num_categories", 2)
         self._set_prior_logits(k)
         self.encoder = MLP(c.input_shape, k, c.hidden, c.activation)
         # (K, *param_shape): the likelihood parameters of each component, small random start

@@ -33,6 +33,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .. import checks
 from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
@@ -71,9 +72,7 @@ def _check_mlp_stack(c) -> None:
     _check_likelihood_args(c.likelihood_args)
     if not isinstance(c.batch_norm, bool):
         raise ValueError(f"batch_norm: expected True or False, got {c.batch_norm!r}")
-    if isinstance(c.min_scale, bool) or not isinstance(c.min_scale, (int, float)) \
-            or not 0 <= c.min_scale <= 1:
-        raise ValueError(f"min_scale: expected a number in [0, 1], got {c.min_scale!r}")
+    checks.number_in(c.min_scale, "min_scale", 0, 1, bounds="[]")
 
 
 @dataclass
@@ -112,8 +111,7 @@ class _Ancestral:
     @torch.no_grad()
     def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
         """``n`` draws ``(n, *input_shape)`` from p(x): E[x | z1] with ``mean``, else x."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        checks.positive_int(n, "n")
         with pyro.plate("data", n):
             xs, params = self._generate(None)
         return self.likelihood.mean(params) if mean else xs
@@ -196,8 +194,7 @@ class LadderVAEConfig:
         if len(self.hidden) != len(self.latent_dims):
             raise ValueError(f"hidden: expected one width per stochastic layer "
                              f"({len(self.latent_dims)}), got {len(self.hidden)}")
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"depth: expected a positive int, got {self.depth!r}")
+        checks.positive_int(self.depth, "depth")
         _check_mlp_stack(self)
 
 

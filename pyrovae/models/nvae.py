@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .. import checks
 from ..distributions import ResidualNormal, residual_normal_kl  # noqa: F401  (re-exported)
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
@@ -77,9 +78,7 @@ class NVAEConfig:
             raise ValueError(f"input_shape: expected (C, H, W), got {self.input_shape}")
         for name in ("channels", "latent_scales", "groups_per_scale", "latent_channels",
                      "cells_per_group", "expand"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            checks.positive_int(getattr(self, name), name)
         f = 2 ** self.latent_scales
         if self.input_shape[1] % f or self.input_shape[2] % f:
             raise ValueError(f"input_shape: H and W must be divisible by 2**latent_scales = "
@@ -88,9 +87,7 @@ class NVAEConfig:
         _check_likelihood_args(self.likelihood_args)
         if not isinstance(self.channels_last, bool):
             raise ValueError(f"channels_last: expected True or False, got {self.channels_last!r}")
-        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
-                or not 0 < self.min_scale < 1:
-            raise ValueError(f"min_scale: expected a number in (0, 1), got {self.min_scale!r}")
+        checks.number_in(self.min_scale, "min_scale", 0, 1)
 
 
 def _scale(raw: torch.Tensor, floor: float) -> torch.Tensor:

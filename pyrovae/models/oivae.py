@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
+from .. import checks
 from .. import nn as nets
 from ..nn.layers import activation
 from ..protocol import register_model, resolve_config
@@ -68,9 +69,7 @@ class OIVAEConfig:
         if not self.group_hidden or any(h < 1 for h in self.group_hidden):
             raise ValueError(f"group_hidden: expected at least one positive width (p), got "
                              f"{self.group_hidden}")
-        if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int) \
-                or self.latent_dim < 1:
-            raise ValueError(f"latent_dim: expected a positive int, got {self.latent_dim!r}")
+        checks.positive_int(self.latent_dim, "latent_dim")
 
     @property
     def input_shape(self) -> tuple[int]:
@@ -144,6 +143,5 @@ class OIVAE(PyroModule):
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """``n`` group means E[x | z] with z from the prior, ``(n, D)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        checks.positive_int(n, "n")
         return self.decode(torch.randn(n, self.config.latent_dim, device=self.W.device))

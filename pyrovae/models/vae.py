@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from .. import checks
 from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
@@ -36,9 +37,7 @@ class VAEConfig:
         self.hidden = _positive_ints(self.hidden, "hidden", allow_empty=True)
         if self.channels is not None:
             self.channels = _positive_ints(self.channels, "channels", allow_empty=False)
-        if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) \
-                or self.latent_dim < 1:
-            raise ValueError(f"latent_dim: expected a positive int, got {self.latent_dim!r}")
+        checks.positive_int(self.latent_dim, "latent_dim")
         _one_of(self.network, nets.ARCHITECTURES, "network")
         _one_of(self.activation, nets.ACTIVATIONS, "activation")
         _one_of(self.likelihood, LIKELIHOODS, "likelihood")
@@ -50,17 +49,14 @@ class VAEConfig:
             raise ValueError(f"batch_norm: expected True or False, got {self.batch_norm!r}")
         _check_likelihood_args(self.likelihood_args)
         # a floor on q's standard deviation above the prior's own (1) cannot be meant
-        if isinstance(self.min_scale, bool) or not isinstance(self.min_scale, (int, float)) \
-                or not 0 <= self.min_scale <= 1:
-            raise ValueError(f"min_scale: expected a number in [0, 1], got {self.min_scale!r}")
+        checks.number_in(self.min_scale, "min_scale", 0, 1, bounds="[]")
 
 
 def _positive_ints(value, name: str, allow_empty: bool) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"{name}: expected a sequence of positive ints, got {value!r}")
     value = tuple(value)
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value) \
-            or (not value and not allow_empty):
+    if any(not checks.is_int(v) or v < 1 for v in value) or (not value and not allow_empty):
         raise ValueError(f"{name}: expected a sequence of positive ints, got {value!r}")
     return value
 

@@ -49,6 +49,7 @@ from pyro.distributions import constraints
 from pyro.distributions.util import sum_rightmost
 from pyro.nn import PyroModule, pyro_method
 
+from .. import checks
 from .._runtime import eval_mode, module_device
 from ..data import as_dataset
 from ..likelihoods import likelihood as make_likelihood
@@ -112,11 +113,10 @@ def quantizer_factors(suffix: str, q: Quantized, beta: float) -> None:
 
 def _check_ints(c, positive, non_negative) -> None:
     """Config fields that must be ints >= 1 (``positive``) or >= 0 (``non_negative``)."""
-    for names, low, text in ((positive, 1, "a positive int"), (non_negative, 0, "an int >= 0")):
-        for name in names:
-            v = getattr(c, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name}: expected {text}, got {v!r}")
+    for name in positive:
+        checks.positive_int(getattr(c, name), name)
+    for name in non_negative:
+        checks.int_at_least(getattr(c, name), name, 0)
 
 
 def _check_prior(c) -> None:
@@ -213,8 +213,7 @@ class _DiscreteLatentModel(PyroModule):
     def sample(self, n: int) -> torch.Tensor:
         """``n`` draws of E[x | codes] with codes from the model's prior (the learned one once
         :meth:`fit_prior` has run, else uniform), ``(n, *input_shape)``."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n: expected a positive int, got {n!r}")
+        checks.positive_int(n, "n")
         with eval_mode(self):
             codes: dict[str, torch.Tensor] = {}
             for lv in self.code_levels:

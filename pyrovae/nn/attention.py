@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
+
 
 class CausalSelfAttention(nn.Module):
     r"""Residual multi-head self-attention over the ``H x W`` positions of a map, read in raster
@@ -22,8 +24,7 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, channels: int, heads: int, shape: tuple[int, int]):
         super().__init__()
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 \
-                or channels % heads:
+        if not checks.is_int(heads) or heads < 1 or channels % heads:
             raise ValueError(f"heads: expected a positive int dividing channels={channels}, "
                              f"got {heads!r}")
         self.heads, self.shape = heads, tuple(shape)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
 from .attention import CausalSelfAttention
 
 
@@ -81,8 +82,7 @@ class GatedPixelCNN(nn.Module):
         super().__init__()
         if not isinstance(kernel, int) or kernel < 3 or kernel % 2 == 0:
             raise ValueError(f"kernel: expected an odd int >= 3, got {kernel!r}")
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-            raise ValueError(f"layers: expected a positive int, got {layers!r}")
+        checks.positive_int(layers, "layers")
         self.num_codes, self.shape = num_codes, tuple(shape)
         self.embed = nn.Embedding(num_codes, channels)
         cond_channels = channels if cond_codes else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from .layers import flatten_leading
 
 
@@ -31,11 +32,6 @@ class ResidualStack(nn.Module):
         return torch.relu(h)
 
 
-def _check_positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-
-
 class ConvMapEncoder(nn.Module):
     """``x: (..., C_in, H, W) -> (..., C_out, H / 2**downsample, W / 2**downsample)``.
 
@@ -47,7 +43,7 @@ class ConvMapEncoder(nn.Module):
                  downsample: int = 2, res_blocks: int = 2, res_hidden: int = 32):
         super().__init__()
         for v, n in ((downsample, "downsample"), (res_blocks, "res_blocks")):
-            _check_positive(v, n)
+            checks.int_at_least(v, n, 0)
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(downsample):
@@ -74,7 +70,7 @@ class ConvMapDecoder(nn.Module):
                  upsample: int = 2, res_blocks: int = 2, res_hidden: int = 32):
         super().__init__()
         for v, n in ((upsample, "upsample"), (res_blocks, "res_blocks")):
-            _check_positive(v, n)
+            checks.int_at_least(v, n, 0)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1),
                                    ResidualStack(hidden, res_hidden, res_blocks)]
         c = hidden

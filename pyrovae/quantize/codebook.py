@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .. import checks
 from .. import distributed as ddp
 from .kmeans import kmeans
 from .nearest import nearest_code
@@ -148,18 +149,15 @@ class VectorQuantizer(nn.Module):
                  kmeans_init: int = 1, kmeans_iters: int = 20,
                  restart_threshold: float = 1.0):
         super().__init__()
-        for value, name in ((num_codes, "num_codes"), (code_dim, "code_dim")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        checks.positive_int(num_codes, "num_codes")
+        checks.positive_int(code_dim, "code_dim")
         if not (isinstance(beta, (int, float)) and beta >= 0 and math.isfinite(beta)):
             raise ValueError(f"beta: expected a non-negative number, got {beta!r}")
         if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
             raise ValueError(f"decay: expected a number in [0, 1), got {decay!r}")
         if not (isinstance(eps, (int, float)) and eps >= 0):
             raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
-        if isinstance(kmeans_init, bool) or not isinstance(kmeans_init, int) or kmeans_init < 0:
-            raise ValueError(f"kmeans_init: expected a number of batches >= 0, got "
-                             f"{kmeans_init!r}")
+        checks.int_at_least(kmeans_init, "kmeans_init", 0)  # a number of batches
         if not (isinstance(restart_threshold, (int, float)) and restart_threshold >= 0):
             raise ValueError(f"restart_threshold: expected a non-negative number, got "
                              f"{restart_threshold!r}")

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import checks
 from .nearest import nearest_code
 
 
@@ -52,8 +53,7 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None 
     distance to the nearest center chosen so far. Returns ``(k, D)`` rows of ``x``."""
     x = _as_points(x)
     n = x.shape[0]
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"k: expected an int in [1, {n}] (the number of points), got {k!r}")
+    checks.int_in(k, "k", 1, n)  # at most one center per point
     first = torch.randint(n, (1,), generator=generator, device=x.device)
     centers = [x[first]]
     d2 = ((x - centers[0]) ** 2).sum(1)  # (N,)
@@ -91,8 +91,7 @@ def kmeans(x, k: int, *, init="k-means++", max_iter: int = 300, tol: float = 0.0
         centers = torch.as_tensor(init, dtype=x.dtype, device=x.device).clone()
         if centers.shape != (k, d):
             raise ValueError(f"init: expected shape ({k}, {d}), got {tuple(centers.shape)}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    checks.positive_int(max_iter, "max_iter")
     labels_old, converged, it = None, False, 0
     for it in range(1, max_iter + 1):
         labels, d2 = nearest_code(x, centers)  # nearest-neighbour rule

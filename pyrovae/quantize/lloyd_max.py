@@ -27,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .. import checks
+
 
 class LloydMaxResult(NamedTuple):
     thresholds: torch.Tensor  # (N - 1,) float64 decision thresholds t_1..t_{N-1}
@@ -43,11 +45,6 @@ class LloydMaxResult(NamedTuple):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction level of each entry of ``x``."""
         return self.levels[self.quantize(x)]
-
-
-def _check_levels(num_levels) -> None:
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-        raise ValueError(f"num_levels: expected a positive int, got {num_levels!r}")
 
 
 def _quantile(d, p: float) -> float:
@@ -171,9 +168,8 @@ def lloyd_max(source, num_levels: int, *, init=None, max_iter: int = 20000, tol:
     :param tol: stop when no level moves more than this (density sources); sample sources stop
         when the cells stop changing.
     """
-    _check_levels(num_levels)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    checks.positive_int(num_levels, "num_levels")
+    checks.positive_int(max_iter, "max_iter")
     if init is not None and torch.as_tensor(init).numel() != num_levels:
         raise ValueError(f"init: expected {num_levels} levels, got "
                          f"{torch.as_tensor(init).numel()}")

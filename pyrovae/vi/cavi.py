@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import checks
+
 Params = dict[str, torch.Tensor]
 
 
@@ -39,10 +41,9 @@ def _as_data(x, name: str = "x", event_dim: int = 1) -> torch.Tensor:
     return x
 
 
-def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-            or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+def _positive(value, name) -> float:
+    """``value`` checked to be a finite number > 0, as a float."""
+    checks.finite_number(value, name, positive=True)
     return float(value)
 
 
@@ -88,9 +89,7 @@ class GaussianMixture(MeanFieldModel):
     """
 
     def __init__(self, num_components: int, prior_scale: float = 10.0, obs_scale: float = 1.0):
-        if isinstance(num_components, bool) or not isinstance(num_components, int) \
-                or num_components < 1:
-            raise ValueError(f"num_components: expected a positive int, got {num_components!r}")
+        checks.positive_int(num_components, "num_components")
         self.K = num_components
         self.prior_var = _positive(prior_scale, "prior_scale") ** 2  # sigma^2
         self.obs_var = _positive(obs_scale, "obs_scale") ** 2  # s^2
@@ -239,9 +238,8 @@ def cavi(model: MeanFieldModel, x, *, tol: float = 1e-8, max_sweeps: int = 1000,
     if not isinstance(model, MeanFieldModel):
         raise TypeError(f"model: expected a MeanFieldModel, got {type(model).__name__}")
     tol = _positive(tol, "tol")
-    for name, v in (("max_sweeps", max_sweeps), ("num_restarts", num_restarts)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    checks.positive_int(max_sweeps, "max_sweeps")
+    checks.positive_int(num_restarts, "num_restarts")
     if init is not None and num_restarts != 1:
         raise ValueError("init: a given starting point allows num_restarts=1 only")
     x = model.check_data(x)

@@ -30,6 +30,8 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam, pyro_method
 
+from .. import checks
+
 
 class ConjugateGaussian(PyroModule):
     r"""The conjugate Gaussian model above with guide :math:`q(\theta) = \mathcal N(\mathrm{loc},
@@ -47,8 +49,7 @@ class ConjugateGaussian(PyroModule):
                  prior_scale: float = 1.0, obs_scale=1.0, init_scale: float = 1.0):
         super().__init__()
         for name, v in (("num_data", num_data), ("dim", dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            checks.positive_int(v, name)
         if not (isinstance(prior_scale, (int, float)) and prior_scale > 0):
             raise ValueError(f"prior_scale: expected a positive number, got {prior_scale!r}")
         obs = torch.as_tensor(obs_scale, dtype=torch.float32).expand(dim).clone()

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import checks
+
 COVARIANCES = ("full", "diag", "spherical", "fixed")
 
 
@@ -81,14 +83,12 @@ def em_gaussian_mixture(x, num_components: int, *, covariance: str = "full",
         raise ValueError(f"x: expected an array of shape (N, D), got {tuple(x.shape)}")
     n, d = x.shape
     k = num_components
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"num_components: expected an int in [1, N={n}], got {k!r}")
+    checks.int_in(k, "num_components", 1, n)  # at most one component per point
     if covariance not in COVARIANCES:
         raise ValueError(f"covariance: expected one of {COVARIANCES}, got {covariance!r}")
     if not (isinstance(variance, (int, float)) and variance > 0):
         raise ValueError(f"variance: expected a positive number, got {variance!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    checks.positive_int(max_iter, "max_iter")
     gen = torch.Generator().manual_seed(seed)
     if init_means is None:
         means = x[torch.randperm(n, generator=gen)[:k]].clone()

@@ -9,6 +9,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam, pyro_method
 
+from .. import checks
+
 
 class GaussianMixtureSVI(PyroModule):
     r"""Blei et al.'s (2017, §3) mixture, trained by SVI rather than CAVI.
@@ -28,8 +30,7 @@ class GaussianMixtureSVI(PyroModule):
         super().__init__()
         for name, v in (("num_data", num_data), ("num_components", num_components),
                         ("dim", dim)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            checks.positive_int(v, name)
         self.num_data, self.K, self.dim = num_data, num_components, dim
         self.prior_scale, self.obs_scale = float(prior_scale), float(obs_scale)
         locs = torch.zeros(num_components, dim) if init_locs is None else \
