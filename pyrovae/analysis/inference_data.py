@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pyro import poutine
 
+from .. import checks
 from .._runtime import eval_mode, module_device, seeded
 from ..data import as_dataset
 from ..infer.particles import _PARTICLES, ParticleTracer
@@ -132,11 +133,6 @@ def _draw(model, ds, p: int, batch_size: int, seed, predictive: bool, dev, plate
     }
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-
-
 def to_inference_data(model, data, num_samples: int = 100, *, chains: int = 1,
                       batch_size: int = 100, seed: int | None = 0, predictive: bool = True,
                       device=None, plate: str | None = None, coords: dict | None = None,
@@ -169,9 +165,9 @@ def to_inference_data(model, data, num_samples: int = 100, *, chains: int = 1,
         e.g. ``{"z": ["obs", "latent"]}``.
     """
     az = import_arviz()
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(chains, "chains")
-    _check_positive_int(batch_size, "batch_size")
+    checks.positive_int(num_samples, "num_samples")
+    checks.positive_int(chains, "chains")
+    checks.positive_int(batch_size, "batch_size")
     runs = model if isinstance(model, list) else [model]
     if not runs:
         raise ValueError("model: expected a model/guide pair or a non-empty list of them, got []")

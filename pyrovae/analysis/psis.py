@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from .. import checks
 from ..data import as_dataset
 from ..metrics.likelihood import log_weight_chunks
 from .inference_data import OBS, import_arviz
@@ -191,8 +192,7 @@ def psis_diagnostics(model, data, num_samples: int = 1000, *, tol: float = 1e-4,
 def worst(result, n: int = 16) -> np.ndarray:
     """Positions of the ``n`` data points with the largest k-hat, worst first (ties keep data
     order; exact fits, k-hat = -inf, come last)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    checks.positive_int(n, "n")
     return np.argsort(-result["khat"].values, kind="stable")[:n]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .. import checks
 from .._runtime import resolve_device
 from ..run_folder import load_run, write_json
 from . import posterior_plots as pp
@@ -31,11 +32,6 @@ SPLITS = ("train", "valid", "test")
 # ArviZ names its compare columns for leave-one-out CV; ours are held-out scores
 HELD_OUT_COLUMNS = {"elpd_loo": "elpd_heldout", "se": "elpd_se", "dse": "diff_se",
                     "warning": "khat_warning"}
-
-
-def _check_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
 
 
 def _split(splits, split, num_points):
@@ -74,7 +70,7 @@ def analyze_run(run, *, num_points: int = 500, num_samples: int = 1000, draws: i
     figures also written to ``psis.json``."""
     for name, v in (("num_points", num_points), ("num_samples", num_samples),
                     ("draws", draws), ("batch_size", batch_size)):
-        _check_int(v, name)
+        checks.positive_int(v, name)
     run = Path(run)
     model, splits, cfg = _load(run, device)
     ds = _split(splits, split, num_points)
@@ -115,8 +111,8 @@ def compare_runs(runs, *, num_points: int | None = None, num_samples: int = 1000
     if len(runs) < 2:
         raise ValueError(f"runs: expected at least two run folders, got {len(runs)}")
     if num_points is not None:
-        _check_int(num_points, "num_points")
-    _check_int(num_samples, "num_samples")
+        checks.positive_int(num_points, "num_points")
+    checks.positive_int(num_samples, "num_samples")
     scored, data_specs = {}, {}
     for r in runs:
         model, splits, cfg = _load(r, device)

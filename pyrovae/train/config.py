@@ -161,7 +161,7 @@ class TrainConfig:
             checks.positive_int(getattr(self, name), name)
         checks.number_in(self.lr, "lr")
         checks.number_in(self.clip_grad_norm, "clip_grad_norm", allow_none=True)
-        checks.number_in(self.nonfinite_lr_factor, "nonfinite_lr_factor", 0.0, 1.0 + 1e-12)
+        checks.number_in(self.nonfinite_lr_factor, "nonfinite_lr_factor", 0.0, 1.0, bounds="(]")
         checks.one_of(self.validation, ("first", "all", "none"), "validation")
         checks.one_of(self.precision, ("fp32", "bf16"), "precision")
         checks.one_of(self.lr_schedule_interval, ("epoch", "step"), "lr_schedule_interval")

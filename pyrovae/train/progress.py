@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import checks
 from ..callbacks import Callback
 
 log = logging.getLogger("pyrovae")
@@ -27,8 +28,7 @@ def format_record(record: dict, keys=None) -> str:
 
 def _scalars(record: dict) -> dict[str, float]:
     return {k: float(v) for k, v in record.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in
-            ("step", "epoch")}
+            if checks.is_number(v) and k not in ("step", "epoch")}
 
 
 class Progress(Callback):
