@@ -23,13 +23,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(model, batch_size, optimizer, ckpt=None):
+def _train(model, batch_size, optimizer, ckpt=None, compile=False):
     data = pyrovae.data.load("digits", binarize="dynamic")  # binarised afresh every batch
     fit(model, data.train, steps=STEPS, batch_size=batch_size, seed=0, optimizer=optimizer,
-        lr=0.002 if optimizer == "sgd" else 0.01, progress=False, checkpoint_dir=ckpt)
+        lr=0.002 if optimizer == "sgd" else 0.01, progress=False, checkpoint_dir=ckpt,
+        compile=compile)
 
 
-def _worker(rank, world, port, out, optimizer):
+def _worker(rank, world, port, out, optimizer, compile=False):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
@@ -37,7 +38,7 @@ def _worker(rank, world, port, out, optimizer):
                             world_size=world)
     torch.manual_seed(123 + rank)  # different initial weights: fit broadcasts rank 0's
     model = AE(SMALL)
-    _train(model, PER_PROCESS, optimizer, ckpt=out / "ck")
+    _train(model, PER_PROCESS, optimizer, ckpt=out / "ck", compile=compile)
     if rank == 0:
         torch.save(model.state_dict(), out / "ddp.pt")
     dist.barrier()  # neither rank tears gloo down while the other may still use it
@@ -57,6 +58,18 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, op
         assert not torch.equal(v, initial[k]) or "prior" in k  # training moved them
     ckpt = checkpoint.load(tmp_path / "ck")  # written once, by rank 0, with both RNG streams
     assert len(ckpt["rng"]["per_rank"]) == 2 and ckpt["train_state"]["step"] == STEPS
+
+
+def test_a_traced_step_under_two_processes_equals_one_eager_process(tmp_path):
+    """compile='trace' in every process: the traced ELBO's gradients are summed over the
+    processes as the eager ones are, so the run equals one eager process with both batches."""
+    mp.spawn(_worker, args=(2, _free_port(), tmp_path, "adam", "trace"), nprocs=2, join=True)
+    ddp_state = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    torch.manual_seed(123)
+    single = AE(SMALL)
+    _train(single, 2 * PER_PROCESS, "adam")
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(ddp_state[k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
 def test_cli_under_torchrun_writes_one_run_folder(tmp_path):
