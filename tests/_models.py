@@ -141,3 +141,30 @@ class Forgetful(PyroModule):
 
     def guide(self, x):
         pass
+
+
+class UserLinearGaussian(PyroModule):
+    """A user's model/guide pair (not one of ours): z ~ N(0, I_2), x | z ~ N(Az, 0.5^2 I_5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Linear(2, 5)
+        self.encoder = torch.nn.Linear(5, 4)
+
+    @pyro_method
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), 0.5).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.encoder(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1))
+
+    def gaussian_kl(self, x):
+        """Sum over data and dims of KL(N(mu, s^2) || N(0, 1)) = (s^2 + mu^2 - 1 - log s^2)/2."""
+        loc, raw = self.encoder(x).chunk(2, -1)
+        s = torch.nn.functional.softplus(raw)
+        return 0.5 * (s**2 + loc**2 - 1 - torch.log(s**2)).sum()

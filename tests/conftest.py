@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pyro
@@ -13,6 +14,9 @@ settings.register_profile("explore", deadline=None, max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests mirror the package (tests/train/, tests/infer/, ...); the helpers they share
+# (_models.py) live here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 MNIST = Path(os.environ.get("PYROVAE_MNIST", ROOT.parent / "shared" / "data" / "mnist.npz"))
 
 

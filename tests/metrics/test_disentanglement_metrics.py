@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_schedules import LinearGaussian
+from _models import UserLinearGaussian as LinearGaussian
 
 from pyrovae import metrics
 

@@ -7,7 +7,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from test_schedules import LinearGaussian
+from _models import UserLinearGaussian as LinearGaussian
 
 import pyrovae
 from pyrovae.infer import TraceTC_ELBO, scale_latents

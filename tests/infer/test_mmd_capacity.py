@@ -5,7 +5,7 @@ import math
 import pyro
 import pytest
 import torch
-from test_schedules import LinearGaussian
+from _models import UserLinearGaussian as LinearGaussian
 
 import pyrovae
 from pyrovae.infer import TraceCapacity_ELBO, TraceMMD_ELBO, mmd2, scale_latents
