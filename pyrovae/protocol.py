@@ -26,13 +26,30 @@ from types import SimpleNamespace
 MODELS: dict[str, type] = {}
 
 
+def registrar(table: dict, what: str):
+    """A decorator factory ``register(name)`` that files the decorated class or function in
+    ``table`` under ``name`` (refusing a name taken by another object) and returns it."""
+
+    def register(name: str):
+        def deco(obj):
+            if name in table and table[name] is not obj:
+                raise ValueError(f"{what} name {name!r} is already registered to {table[name]}")
+            table[name] = obj
+            return obj
+
+        return deco
+
+    return register
+
+
+_register = registrar(MODELS, "model")
+
+
 def register_model(name: str):
     """Class decorator: makes the model available to the CLI and checkpoints as ``name``."""
 
     def deco(cls):
-        if name in MODELS and MODELS[name] is not cls:
-            raise ValueError(f"model name {name!r} is already registered to {MODELS[name]}")
-        MODELS[name] = cls
+        _register(name)(cls)
         cls.registered_name = name
         return cls
 

@@ -15,21 +15,12 @@ from __future__ import annotations
 
 import pyro.infer as pi
 
-from ..protocol import import_path
+from ..protocol import import_path, registrar
 
 LOSSES: dict[str, object] = {}
 
-
-def register_loss(name: str):
-    """Decorator: makes the loss class (or factory) available as ``name``."""
-
-    def deco(obj):
-        if name in LOSSES and LOSSES[name] is not obj:
-            raise ValueError(f"loss name {name!r} is already registered to {LOSSES[name]}")
-        LOSSES[name] = obj
-        return obj
-
-    return deco
+#: ``@register_loss("name")``: makes the loss class (or factory) available as ``name``.
+register_loss = registrar(LOSSES, "loss")
 
 
 # Pyro's own estimators, under the names the CLI has always used.
