@@ -7,8 +7,27 @@ from __future__ import annotations
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 
 from ..infer.traces import guide_model_traces
+
+
+class _PlateIndices(Messenger):
+    """Records each plate's subsample indices as the program asked for them (``subsample=``,
+    seen before a replay outside this handler overrides them) and as they were used."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: dict = {}
+        self.used: dict = {}
+
+    def _pyro_sample(self, msg) -> None:
+        if type(msg["fn"]).__name__ == "_Subsample" and msg["value"] is not None:
+            self.asked[msg["name"]] = msg["value"]
+
+    def _pyro_post_sample(self, msg) -> None:
+        if type(msg["fn"]).__name__ == "_Subsample":
+            self.used[msg["name"]] = msg["value"]
 
 
 def probe(model_fn, guide_fn, kwargs: dict):
@@ -19,14 +38,53 @@ def probe(model_fn, guide_fn, kwargs: dict):
                       and v.device.type == "cuda"}, key=str)
     # Validation off: the probe learns structure; values (a NaN network output, say) are the
     # first step's business, where the non-finite guard handles them.
+    indices = _PlateIndices()
     with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False), \
             poutine.block(), poutine.trace(param_only=True) as capture:
-        model_tr, guide_tr = guide_model_traces(model_fn, guide_fn, kwargs, block=False)
+        model_tr, guide_tr = guide_model_traces(indices(model_fn), guide_fn, kwargs,
+                                                block=False)
+    _check_replayed_indices(indices, guide_fn)
     params = {}
     for name, site in capture.trace.nodes.items():
         value = site["value"]
         params[name] = value.unconstrained() if hasattr(value, "unconstrained") else value
     return params, model_tr, guide_tr
+
+
+def _check_replayed_indices(indices: _PlateIndices, guide_fn) -> None:
+    """Raises ``ValueError`` when the model's plate asks for given indices (``subsample=``) but
+    the guide's plate of that name drew others: Pyro replays the guide's plate indices into the
+    model (Trace_ELBO, every ELBO here, SVI alike), so the model would pair its latents and
+    data with points other than the ones it was given."""
+    for name, asked in indices.asked.items():
+        used = indices.used.get(name)
+        if used is None or used is asked or (torch.is_tensor(asked) and torch.is_tensor(used)
+                                             and asked.shape == used.shape
+                                             and bool(torch.equal(asked.to(used.device),
+                                                                  used))):
+            continue
+        from pyro.infer.autoguide import AutoContinuous, AutoGuide
+
+        if isinstance(guide_fn, AutoContinuous):
+            fix = (f" {type(guide_fn).__name__} cannot take the indices (it has no "
+                   f"create_plates, and its latent vector holds one entry per batch position): "
+                   f"use AutoNormal or AutoDelta, whose parameters are per data point, for the "
+                   f"latents inside the plate (an AutoGuideList if other sites need it)")
+        elif isinstance(guide_fn, AutoGuide):
+            fix = (f" Give the autoguide the model's indices: {type(guide_fn).__name__}(model, "
+                   f"create_plates=lambda x, index: pyro.plate({name!r}, N, subsample=index))")
+        else:
+            fix = " Open the guide's plate with the same subsample= as the model's"
+        raise ValueError(
+            f"model/guide: the model's plate {name!r} is given its indices (subsample=, e.g. "
+            f"{_head(asked)}), but the guide's plate {name!r} draws its own (e.g. "
+            f"{_head(used)}), and Pyro replays the guide's into the model, so the model would "
+            f"observe its data with the latents of other points.{fix}"
+        )
+
+
+def _head(t) -> str:
+    return str(t.reshape(-1)[:4].tolist()) if torch.is_tensor(t) else repr(t)
 
 
 def discover_params(model, model_fn, guide_fn, kwargs: dict):
@@ -102,6 +160,142 @@ def check_sites(model_tr, guide_tr, loss=None) -> None:
     check = getattr(loss, "check_traces", None)
     if callable(check):
         check(model_tr, guide_tr)
+
+
+def autoguides(model) -> list:
+    """The Pyro autoguides of a model/guide pair: its guide if it is one, and those among its
+    modules; an ``AutoGuideList`` as its parts (each keeps its own parameters)."""
+    from pyro.infer.autoguide import AutoGuide, AutoGuideList
+
+    found: list = []
+    for root in (model.guide, model):
+        if not isinstance(root, torch.nn.Module):
+            continue
+        for m in root.modules():
+            if isinstance(m, AutoGuide) and not isinstance(m, AutoGuideList) \
+                    and not any(m is f for f in found):
+                found.append(m)
+    return found
+
+
+def check_autoguides(model, model_tr, kwargs: dict, *, n_data: int, batch_size: int,
+                     validating: bool = False) -> None:
+    """Raises ``ValueError`` when an autoguide of ``model`` cannot train the way ``fit`` would
+    run it on ``n_data`` points in batches of ``batch_size`` (after the probe has set it up).
+
+    An autoguide keeps the parameters of a latent inside a plate (a local latent) per plate
+    position, and those of every other latent once. So, when batches are not all the data: a
+    local latent needs a plate over all ``n_data`` points subsampled by the batch's positions
+    (``pyro.plate(name, N, subsample=index)``, in the model and, through ``create_plates``, in
+    the guide), which ``AutoContinuous`` guides cannot take; and a global latent needs the
+    batch's likelihood scaled to all the data, which such a plate does. Local latents have no
+    parameters for validation points.
+    """
+    from pyro.infer.autoguide import AutoContinuous
+
+    many = batch_size < n_data
+    globals_ = []  # (site, who): checked once every local latent has passed
+    for g in autoguides(model):
+        trace = getattr(g, "prototype_trace", None)
+        if trace is None:
+            continue
+        owner = g.master() if getattr(g, "master", None) is not None else g
+        kind = type(g).__name__
+        who = kind if owner is g else f"{kind} (in {type(owner).__name__})"
+        for site_name, site in trace.iter_stochastic_nodes():
+            frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+            sub = [f for f in frames if (f.full_size or f.size) != f.size]
+            batch = [f for f in frames if f.size == batch_size and f not in sub]
+            if not sub and not batch:
+                globals_.append((site_name, who))
+                continue
+            for f in sub:
+                full = f.full_size
+                positions = (f"pyro.plate({f.name!r}, {full}, subsample=index) with "
+                             f"model(x, index)")
+                if isinstance(g, AutoContinuous):
+                    raise ValueError(
+                        f"model/guide: {who} keeps its latent vector's entries for site "
+                        f"{site_name!r} per position of plate {f.name!r}'s subsample ({f.size} "
+                        f"of {full}), not per data point, so each step would train them on "
+                        f"other points. Use AutoNormal or AutoDelta for the latents inside the "
+                        f"plate (in an AutoGuideList with create_plates=lambda x, index: "
+                        f"pyro.plate({f.name!r}, {full}, subsample=index)), the model's plate "
+                        f"being {positions}")
+                if owner.create_plates is None:
+                    obs = _observes_batch(model_tr, f.name, kwargs)
+                    if obs is not None:
+                        raise ValueError(
+                            f"model/guide: {who} draws plate {f.name!r}'s subsample at random "
+                            f"({f.size} of {full}), but the model observes site {obs!r} on "
+                            f"fit's batch, another draw of the data, so the parameters of "
+                            f"latent {site_name!r} for one point would be trained on another's "
+                            f"data. Subsample by the batch's data positions: the model's "
+                            f"plate {positions}, and {type(owner).__name__}(..., "
+                            f"create_plates=lambda x, index: pyro.plate({f.name!r}, {full}, "
+                            f"subsample=index))")
+            if many:
+                for f in batch:
+                    fix = (f"Subsample a plate over all the data by the batch's positions: "
+                           f"model(x, index) with pyro.plate({f.name!r}, {n_data}, "
+                           f"subsample=index)")
+                    fix += (f", and AutoNormal or AutoDelta (which take create_plates) for "
+                            f"{site_name!r}" if isinstance(g, AutoContinuous) else
+                            f", and {type(owner).__name__}(..., create_plates=lambda x, index: "
+                            f"pyro.plate({f.name!r}, {n_data}, subsample=index))")
+                    raise ValueError(
+                        f"model/guide: {who} keeps the parameters of latent site "
+                        f"{site_name!r} per position of the model's plate {f.name!r}, whose "
+                        f"size is the batch's ({batch_size}), but the data has {n_data} "
+                        f"points, so each position would be trained on a different point at "
+                        f"every step. {fix}; or batch_size={n_data}")
+            if validating:
+                raise ValueError(
+                    f"validation_data: {who} has parameters for the latent site {site_name!r} "
+                    f"(in plate {(sub + batch)[0].name!r}) of each training point only, none "
+                    f"for other points, so it cannot score validation data. Leave out "
+                    f"validation_data (and early_stopping), or use an amortised guide")
+    if globals_ and many:
+        unscaled = _unscaled_batch_observation(model_tr, batch_size)
+        if unscaled is not None:
+            obs, plate = unscaled
+            site_name, who = globals_[0]
+            raise ValueError(
+                f"model/guide: the model observes site {obs!r} in plate {plate!r} of "
+                f"the batch's size ({batch_size}) unscaled, but the data has {n_data} "
+                f"points: each step's likelihood counts {batch_size} points as all "
+                f"the data, so the global latent {site_name!r} ({who}) would get the "
+                f"posterior of {batch_size} points. Write the plate as "
+                f"pyro.plate({plate!r}, {n_data}, subsample=index) with "
+                f"model(x, index), which scales the batch by {n_data}/{batch_size}; "
+                f"or batch_size={n_data}")
+
+
+def _observes_batch(model_tr, plate: str, kwargs: dict) -> str | None:
+    """A model site observed inside ``plate`` on (a view of) a tensor of the batch."""
+    batch = {v.untyped_storage().data_ptr() for v in kwargs.values() if torch.is_tensor(v)}
+    for name, site in sample_sites(model_tr).items():
+        value = site["value"]
+        if site["is_observed"] and torch.is_tensor(value) \
+                and any(f.name == plate for f in site["cond_indep_stack"]) \
+                and value.untyped_storage().data_ptr() in batch:
+            return name
+    return None
+
+
+def _unscaled_batch_observation(model_tr, batch_size: int) -> tuple[str, str] | None:
+    """``(site, plate)``: an observed model site in a plate of ``batch_size`` that is not a
+    subsample of a larger one, with no scale of its own (``poutine.scale``)."""
+    for name, site in sample_sites(model_tr).items():
+        if not site["is_observed"]:
+            continue
+        scale = site["scale"]
+        if not (isinstance(scale, (int, float)) and scale == 1.0):
+            continue
+        for f in site["cond_indep_stack"]:
+            if f.vectorized and f.size == batch_size and (f.full_size or f.size) == f.size:
+                return name, f.name
+    return None
 
 
 def check_observations(model_tr, name: str = "data") -> None:

@@ -26,7 +26,7 @@ from .checkpointing import restore
 from .config import TrainConfig
 from .guard import NonFiniteError
 from .optim import make_optimizer, make_scheduler
-from .probe import check_observations, check_sites, discover_params
+from .probe import check_autoguides, check_observations, check_sites, discover_params
 from .state import History, TrainState
 from .steps import LeanStep, LossStep, pinned, run_step
 
@@ -84,6 +84,8 @@ class Trainer:
         self.params, self.extra, model_tr, guide_tr = discover_params(
             model, self.model_fn, self.guide_fn, kwargs)
         check_sites(model_tr, guide_tr, self.loss)
+        check_autoguides(model, model_tr, kwargs, n_data=len(self.train),
+                         batch_size=c.batch_size, validating=self.valid is not None)
         check_observations(model_tr)
         if not self.params:
             raise ValueError("model: found no trainable parameters in the model or guide")
@@ -116,8 +118,11 @@ class Trainer:
             while state.epoch < self.epochs and not state.stop \
                     and state.step < self.total_steps:
                 if self.order is None or state.batch_in_epoch == 0:
-                    self.order = torch.randperm(len(self.train), generator=self.gen,
-                                                device=self.dev)
+                    # A batch of all the data keeps its order, as plain SVI on it does: an
+                    # autoguide's local parameters belong to plate positions.
+                    self.order = torch.arange(len(self.train), device=self.dev) \
+                        if self.global_batch == len(self.train) else \
+                        torch.randperm(len(self.train), generator=self.gen, device=self.dev)
                 t0 = time.perf_counter()
                 while state.batch_in_epoch < self.n_batches:
                     self.step(self.batch(state.batch_in_epoch))
