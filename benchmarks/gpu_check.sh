@@ -39,7 +39,7 @@ mkdir -p "$outdir"
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if ! "$py" -c "import pyro, arviz" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || { echo "gpu_check: installing .whl/ failed" >&2; exit 1; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
