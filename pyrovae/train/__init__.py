@@ -24,7 +24,7 @@ from .. import distributed as ddp
 from ..callbacks import Callback, StepFollower
 from .config import TrainConfig
 from .optim import burda_lr_lambda, make_optimizer, make_scheduler
-from .probe import check_observations, check_sites, discover_params, probe
+from .probe import check_autoguides, check_observations, check_sites, discover_params, probe
 from .state import History, TrainState
 from .trainer import Trainer
 
@@ -104,6 +104,7 @@ __all__ = [
     "TrainState",
     "Trainer",
     "burda_lr_lambda",
+    "check_autoguides",
     "check_observations",
     "check_sites",
     "discover_params",
