@@ -28,7 +28,7 @@ from .guard import NonFiniteError
 from .optim import make_optimizer, make_scheduler
 from .probe import check_autoguides, check_observations, check_sites, discover_params
 from .state import History, TrainState
-from .steps import LeanStep, LossStep, pinned, run_step
+from .steps import LeanStep, pinned, run_step
 
 log = logging.getLogger("pyrovae")
 
@@ -141,8 +141,7 @@ class Trainer:
             for h in self.hooks:
                 if hasattr(h, "close"):
                     h.close()
-            if isinstance(self.checked_step, LossStep):
-                self.checked_step.close()
+            self.checked_step.close()  # takes its tap off the loss object
         if isinstance(self.model, torch.nn.Module):
             self.model.eval()
         return state.history
