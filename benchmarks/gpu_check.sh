@@ -73,7 +73,7 @@ print('device:', torch.cuda.get_device_name() if torch.cuda.is_available() else 
 print('cuda_available:', int(torch.cuda.is_available()))"
 
 if [ "$smoke" = 1 ]; then
-    section tests 120 "$py" -m pytest -q -p no:cacheprovider -m cuda tests/test_train.py
+    section tests 120 "$py" -m pytest -q -p no:cacheprovider -m cuda tests/train/test_train.py
     step=(--steps 3 --repeats 1 --batch-size 16 --no-compile)
     lik=(--models vae --budget-seconds 20 --max-steps 5 --batch-size 32 --num-samples 10
          --test-size 40 --threads 1)
