@@ -13,14 +13,23 @@ The sides (``--sides``):
   is cut to K = 1 without figures here, since this script scores every side itself;
 - ``torch``: the plain-PyTorch twin (:mod:`torch_vae`: the same encoder and decoder modules,
   the same single-sample ELBO) in a hand-written loop (``loss.item()`` every step);
+- ``torch_valid``: the same loop validating as the CLI does: after every epoch the single-draw
+  ELBO on the held-out images in batches of max(batch, 256), eval mode, z drawn from the global
+  generator as the CLI draws it, so that the CLI and this loop take the same steps;
 - ``compile``: ``fit(..., compile="trace")`` (optional).
 
 Every side trains on the same images: the training split of ``--data`` (MNIST by default) as
 ``pyrovae train`` makes it with ``--data-seed`` and ``--valid-size``, dynamically binarised
 (a fresh Bernoulli draw per batch), batch 100, Adam (lr 1e-3, betas (0.9, 0.999), eps
 ``--adam-eps``), from the same initial weights (built after seeding with ``--seed``); they
-differ only in their random streams (data order, binarisation and z draws, all seeded by
-``--seed``). Validation changes the CLI's random stream, not its updates.
+differ in nothing else. Their random streams (data order and binarisation from a generator
+seeded with ``--seed``, z from the global generator seeded with ``--seed``) are drawn in the
+same order by ``fit`` and the plain loop, so those two take the same steps up to floating-point
+summation order. The CLI's validation draws z from the same global generator after every
+epoch, so from the second epoch on its training noise differs from ``fit``'s and ``torch``'s
+(and equals ``torch_valid``'s): ``nll_diff_cli`` then includes the spread between two
+trainings with different noise, which one pair of runs cannot tell from a systematic
+difference; ``nll_diff_cli_valid`` (CLI - ``torch_valid``) can.
 
 The test images are binarised once, with ``--data-seed`` (the CLI's own test bits: seed
 data_seed + 2), whatever ``--seed`` is. Every side is scored on those bits by the same
@@ -38,8 +47,11 @@ steps took (batches drawn, forward, backward, update, logging; what ``fit`` reco
 the whole training call (set-up, checks, validation, checkpoints) over the number of epochs.
 ``epoch_ratio_fit`` and ``epoch_ratio_cli`` are ``sec_per_epoch_<side> / sec_per_epoch_torch``
 (``epoch_time_ratio`` is ``epoch_ratio_fit``, for older readers), ``wall_ratio_<side>`` the same
-for the wall times. Sides run one after another in this process; the load average is printed
-before and after each.
+for the wall times, and ``wall_ratio_cli_valid`` the CLI's wall time over ``torch_valid``'s
+(both validating after every epoch). Sides run one after another in this process, in the
+order ``--sides`` gives (``torch`` first and ``torch_valid``, whose steps are the same loop's,
+last bracket the others: their step times show the machine's drift); the load average is
+printed before and after each.
 
     python benchmarks/mnist_nll.py --epochs 30 --threads 2        # the issue's comparison
     python benchmarks/mnist_nll.py --epochs 2 --train-size 5000 --test-size 1000   # quick look
@@ -66,7 +78,7 @@ import pyrovae
 import pyrovae.run
 import pyrovae.run_folder
 
-SIDES = ("fit", "cli", "torch", "compile")
+SIDES = ("fit", "cli", "torch", "torch_valid", "compile")
 BURDA_MNIST_NLL = 86.76  # Burda et al. (2016), Table 1, VAE k = 1, after 3,280 epochs
 
 
@@ -158,10 +170,24 @@ def load_average() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict) -> dict:
+@torch.no_grad()
+def validate(ref: TorchVAE, x_valid: torch.Tensor, batch: int) -> float:
+    """The single-draw negative ELBO per image on ``x_valid`` (eval mode), as the CLI's
+    validation computes it: batches of ``max(batch, 256)``, z from the global generator."""
+    ref.eval()
+    size, total = max(batch, 256), 0.0
+    for i in range(0, len(x_valid), size):
+        total += ref.loss(x_valid[i:i + size]).item()
+    ref.train()
+    return total / len(x_valid)
+
+
+def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict,
+                x_valid: torch.Tensor | None = None) -> dict:
     """The plain loop: Adam, ``epochs`` passes of :func:`torch_vae.train_epoch` (data order and
     binarisation from a generator seeded with ``seed``, z draws from the global RNG seeded
-    with ``seed``)."""
+    with ``seed``), each followed by :func:`validate` on ``x_valid`` if given. An epoch's
+    ``seconds`` exclude its validation, as the trainer's do."""
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     opt = torch.optim.Adam(ref.parameters(), lr=args.lr, **adam)
@@ -172,6 +198,8 @@ def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict) -> dict:
         t = time.perf_counter()
         losses.append(train_epoch(ref, opt, x_train, args.batch_size, g))
         seconds.append(time.perf_counter() - t)
+        if x_valid is not None:
+            validate(ref, x_valid, args.batch_size)
     return {"seconds": seconds, "wall": time.perf_counter() - t0, "loss": losses[-1]}
 
 
@@ -226,7 +254,8 @@ def parse_args(argv=None):
     p.add_argument("--data-seed", type=int, default=0,
                    help="train/validation split and the test bits (as pyrovae train's)")
     p.add_argument("--eval-seed", type=int, default=0, help="draws of the test bound")
-    p.add_argument("--sides", nargs="+", default=["fit", "cli", "torch"], choices=SIDES)
+    p.add_argument("--sides", nargs="+", default=["torch", "fit", "cli", "torch_valid"],
+                   choices=SIDES)
     p.add_argument("--out", default=None, help="folder for the CLI's run (default: temporary)")
     args = p.parse_args(argv)
     if "torch" not in args.sides:
@@ -255,11 +284,13 @@ def main(argv=None) -> dict:
     folder = Path(args.out) if args.out is not None else Path(tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
     runs, loads = {}, {}
-    for side in [s for s in SIDES if s in args.sides]:
+    for side in dict.fromkeys(args.sides):  # in the order given
         before = load_average()
-        if side == "torch":
+        if side in ("torch", "torch_valid"):
             ref = TorchVAE.like(init)
-            r = train_torch(ref, train.x, args, adam)
+            valid = splits.valid.x if side == "torch_valid" and splits.valid is not None \
+                else None
+            r = train_torch(ref, train.x, args, adam, valid)
             r["model"] = ref
         elif side in ("fit", "compile"):
             vae = copy.deepcopy(init)
@@ -294,6 +325,8 @@ def main(argv=None) -> dict:
     sec = {s: sum(r["seconds"]) / len(r["seconds"]) for s, r in runs.items()}
     wall = {s: r["wall"] / args.epochs for s, r in runs.items()}
     diff = {s: paired(nll[s], nll["torch"]) for s in runs if s != "torch"}
+    if "cli" in runs and "torch_valid" in runs:
+        diff["cli_valid"] = paired(nll["cli"], nll["torch_valid"])
     mnist = spec.startswith("mnist:") or Path(spec).name.startswith("mnist")
     print(f"{args.epochs} epochs on {len(train)} training images, batch {args.batch_size}, "
           f"Adam lr {args.lr:g} betas (0.9, 0.999) eps {args.adam_eps:g}, scale "
@@ -314,8 +347,8 @@ def main(argv=None) -> dict:
     if mnist:
         print(f"(Burda et al. 2016 report {BURDA_MNIST_NLL} nats for this VAE after 3,280 "
               f"epochs)")
-    values = {"nll_pyrovae": nll["fit"].mean().item() if "fit" in nll else math.nan,
-              "nll_torch": nll["torch"].mean().item()}
+    values = {"nll_pyrovae": nll["fit"].mean().item()} if "fit" in nll else {}
+    values["nll_torch"] = nll["torch"].mean().item()
     for s in runs:
         if s not in ("fit", "torch"):
             values[f"nll_{s}"] = nll[s].mean().item()
@@ -323,7 +356,8 @@ def main(argv=None) -> dict:
         values["nll_diff"], values["nll_diff_se"] = diff["fit"]
     for s, (d, se) in diff.items():
         values[f"nll_diff_{s}"], values[f"nll_diff_se_{s}"] = d, se
-    values["estimator_check"] = check
+    if "fit" in runs:
+        values["estimator_check"] = check
     for s in runs:
         values[f"sec_per_epoch_{s}"] = sec[s]
     for s in runs:
@@ -332,6 +366,8 @@ def main(argv=None) -> dict:
         if s != "torch":
             values[f"epoch_ratio_{s}"] = sec[s] / sec["torch"]
             values[f"wall_ratio_{s}"] = wall[s] / wall["torch"]
+    if "cli" in runs and "torch_valid" in runs:  # both validate after every epoch
+        values["wall_ratio_cli_valid"] = wall["cli"] / wall["torch_valid"]
     if "fit" in runs:
         values["epoch_time_ratio"] = values["epoch_ratio_fit"]
     for k, v in values.items():
@@ -339,6 +375,7 @@ def main(argv=None) -> dict:
     return {**values, "nll": nll, "diff": diff, "test_hash": bits, "scored_on": hashes,
             "x_test": x_test, "sec_per_epoch": sec, "wall_per_epoch": wall,
             "epoch_seconds": {s: r["seconds"] for s, r in runs.items()},
+            "train_loss": {s: r["loss"] for s, r in runs.items()},
             "init_hash": init_hash, "load": loads,
             "cli": {k: runs["cli"][k] for k in ("same_train", "same_test_bits", "validated")}
             if "cli" in runs else None}

@@ -18,7 +18,14 @@ encoder scale softplus(raw) + 1e-4, Monte-Carlo KL. A variant changes one thing:
   initial weights): the spread of the paired difference from training noise alone;
 - ``fit``: the baseline's settings through ``pyrovae.fit``;
 - ``cli``: ``pyrovae.run.train_run`` with its defaults (batch 128, Adam eps 1e-8, 10,000 images
-  held out and validated on after every epoch), as ``pyrovae train --seed S`` runs it.
+  held out and validated on after every epoch), as ``pyrovae train --seed S`` runs it;
+- ``cli_100``: ``train_run`` with the baseline's batch and eps (still validating), against
+  ``train_50k`` (the twin on the same 50,000 images): what is left once the settings agree;
+- ``cli_forked``: ``cli`` with the change proposed for ``Trainer.validate`` (validation draws
+  from a forked RNG, so validating leaves the training stream as it is; applied here by
+  wrapping the method), against ``cli_defaults``;
+- ``cli_meanfield``: ``cli`` with ``loss="meanfield_elbo"`` (analytic KL, ``pyrovae train --loss
+  meanfield_elbo``), against ``cli``.
 
 Test bits: the 10,000 test images binarised once with data seed 0 (``pyrovae train``'s),
 scored by the twin's L_K with common random numbers. Per (variant, seed) the per-image NLL goes
@@ -47,9 +54,10 @@ from torch_vae import TorchVAE, train_epoch
 import pyrovae
 import pyrovae.run
 import pyrovae.run_folder
+from pyrovae.train import Trainer
 
 BASE = dict(trainer="torch", eps=1e-4, scale="softplus", analytic_kl=False, valid_size=0,
-            batch_size=100, stream=0)
+            batch_size=100, stream=0, ref="base", forked=False, loss="trace_elbo")
 VARIANTS = {
     "base": {},
     "eps_1e-8": dict(eps=1e-8),
@@ -60,7 +68,12 @@ VARIANTS = {
     "cli_defaults": dict(valid_size=10000, batch_size=128, eps=1e-8),
     "other_stream": dict(stream=1000),
     "fit": dict(trainer="fit"),
-    "cli": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8),
+    "cli": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8, ref="cli_defaults"),
+    "cli_100": dict(trainer="cli", valid_size=10000, ref="train_50k"),
+    "cli_forked": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8,
+                       forked=True, ref="cli_defaults"),
+    "cli_meanfield": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8,
+                          loss="meanfield_elbo", ref="cli"),
 }
 
 
@@ -87,41 +100,59 @@ def run_one(name: str, seed: int, args) -> np.ndarray:
                     progress=False)
         model = init
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run"
-            pyrovae.run.train_run(out, data=spec, seed=stream, epochs=args.epochs,
-                                  num_samples=1, figures=False, inference_data=False,
-                                  model_config={"scale": v["scale"]})
-            model = pyrovae.run_folder.load_run(out)[0]
+        validate = Trainer.validate
+
+        def forked(self):
+            with torch.random.fork_rng(devices=[]):
+                return validate(self)
+
+        if v["forked"]:
+            Trainer.validate = forked
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "run"
+                pyrovae.run.train_run(out, data=spec, seed=stream, epochs=args.epochs,
+                                      num_samples=1, figures=False, inference_data=False,
+                                      model_config={"scale": v["scale"]}, loss=v["loss"],
+                                      valid_size=v["valid_size"], batch_size=v["batch_size"],
+                                      optimizer_args={"eps": v["eps"]})
+                model = pyrovae.run_folder.load_run(out)[0]
+        finally:
+            Trainer.validate = validate
     x_test = splits.test.x[:args.test_size]
     return (-score(model, x_test, args.num_samples, 0)).numpy()
 
 
 def report(folder: Path) -> dict:
-    """Per variant: mean NLL, and the paired difference to ``base`` of the same seed."""
+    """Per variant: mean NLL, and the paired difference to its reference (``base`` unless
+    the variant names another) of the same seed."""
     files = sorted(folder.glob("*__seed*.npy"))
     nll = {}
     for f in files:
         name, seed = f.stem.rsplit("__seed", 1)
         nll.setdefault(name, {})[int(seed)] = np.load(f)
-    base = nll.get("base", {})
-    print(f"{'variant':14}{'seeds':>6}{'NLL':>9}{'diff':>8}{'se(img)':>9}{'sd(seeds)':>10}")
+    print(f"{'variant':14}{'against':>13}{'seeds':>6}{'NLL':>9}{'diff':>8}{'se(img)':>9}"
+          f"{'sd(seeds)':>10}")
     out = {}
-    for name, by_seed in nll.items():
+    for name in [n for n in VARIANTS if n in nll]:
+        by_seed = nll[name]
+        ref = {**BASE, **VARIANTS[name]}["ref"]
+        base = nll.get(ref, {})
         seeds = sorted(s for s in by_seed if s in base)
         mean_nll = float(np.mean([by_seed[s].mean() for s in by_seed]))
-        if name == "base" or not seeds:
-            print(f"{name:14}{len(by_seed):6}{mean_nll:9.3f}")
+        if name == ref or not seeds:
+            print(f"{name:14}{'':13}{len(by_seed):6}{mean_nll:9.3f}")
             out[name] = {"nll": mean_nll}
             continue
         d = np.stack([by_seed[s] - base[s] for s in seeds])  # (seeds, images)
         per_seed = d.mean(1)
         se_img = math.sqrt(sum(x.var(ddof=1) / len(x) for x in d)) / len(seeds)
         sd = float(per_seed.std(ddof=1)) if len(seeds) > 1 else math.nan
-        print(f"{name:14}{len(seeds):6}{mean_nll:9.3f}{d.mean():8.3f}{se_img:9.3f}{sd:10.3f}"
+        print(f"{name:14}{ref:>13}{len(seeds):6}{mean_nll:9.3f}{d.mean():8.3f}{se_img:9.3f}"
+              f"{sd:10.3f}"
               f"   per seed: " + " ".join(f"{x:+.3f}" for x in per_seed))
-        out[name] = {"nll": mean_nll, "diff": float(d.mean()), "se": se_img, "sd_seeds": sd,
-                     "per_seed": per_seed.tolist()}
+        out[name] = {"nll": mean_nll, "against": ref, "diff": float(d.mean()), "se": se_img,
+                     "sd_seeds": sd, "per_seed": per_seed.tolist()}
     return out
 
 

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -43,7 +44,7 @@ def _run(argv):
 
 @pytest.fixture(scope="module")
 def three_sides():
-    return _run(TINY + ["--sides", "fit", "cli", "torch"])
+    return _run(TINY + ["--sides", "torch", "fit", "cli", "torch_valid"])
 
 
 def test_paired_differences_are_the_means_of_the_per_image_differences(three_sides):
@@ -58,7 +59,8 @@ def test_paired_differences_are_the_means_of_the_per_image_differences(three_sid
     assert v["nll_diff"] == v["nll_diff_fit"] and v["nll_diff_se"] == v["nll_diff_se_fit"]
     assert v["nll_pyrovae"] == pytest.approx(r["nll"]["fit"].mean().item(), abs=1e-4)
     assert v["nll_cli"] == pytest.approx(r["nll"]["cli"].mean().item(), abs=1e-4)
-    assert v["nll_diff_se_cli"] > 0  # the CLI's stream differs: not the same model
+    d = (r["nll"]["cli"] - r["nll"]["torch_valid"]).double()
+    assert v["nll_diff_cli_valid"] == pytest.approx(d.mean().item(), abs=1e-4)
 
 
 def test_every_side_is_scored_on_the_same_test_bits_whatever_the_seed(three_sides):
@@ -66,7 +68,7 @@ def test_every_side_is_scored_on_the_same_test_bits_whatever_the_seed(three_side
     x = r["x_test"]
     assert set(x.unique().tolist()) <= {0.0, 1.0}
     assert r["test_hash"] == mnist_nll.tensor_hash(x)
-    assert set(r["scored_on"]) == {"fit", "cli", "torch"}
+    assert set(r["scored_on"]) == {"fit", "cli", "torch", "torch_valid"}
     assert set(r["scored_on"].values()) == {r["test_hash"]}
     # the CLI's run folder holds the same test bits and training images, and it validated
     assert r["cli"] == {"same_train": True, "same_test_bits": True, "validated": True}
@@ -79,7 +81,7 @@ def test_every_side_is_scored_on_the_same_test_bits_whatever_the_seed(three_side
 
 def test_epoch_ratios_are_the_ratios_of_the_printed_seconds(three_sides):
     r, v, out = three_sides
-    for side in ("fit", "cli", "torch"):
+    for side in ("fit", "cli", "torch", "torch_valid"):
         seconds = r["epoch_seconds"][side]
         assert len(seconds) == 2
         assert v[f"sec_per_epoch_{side}"] == pytest.approx(sum(seconds) / 2, abs=1e-4)
@@ -90,15 +92,21 @@ def test_epoch_ratios_are_the_ratios_of_the_printed_seconds(three_sides):
         assert v[f"wall_ratio_{side}"] == pytest.approx(
             v[f"wall_per_epoch_{side}"] / v["wall_per_epoch_torch"], rel=2e-3)
     assert v["epoch_time_ratio"] == v["epoch_ratio_fit"]
+    assert v["wall_ratio_cli_valid"] == pytest.approx(
+        v["wall_per_epoch_cli"] / v["wall_per_epoch_torch_valid"], rel=2e-3)
     assert "Burda" not in out  # the paper's MNIST figure is not printed beside other data
 
 
-def test_fit_and_the_plain_loop_follow_the_same_random_streams(three_sides):
+def test_pyrovae_and_the_plain_loop_follow_the_same_random_streams(three_sides):
     """Same seed: the same data order, binarisation and z draws in pyrovae.fit and in the plain
-    loop, so they take the same steps up to floating-point summation order."""
+    loop, and in the CLI and the plain loop validating as it does, so each pair takes the same
+    steps up to floating-point summation order; validation's draws make the other pairs'
+    streams differ (the CLI's training losses leave fit's after the first epoch)."""
     r, v, _ = three_sides
-    assert abs(v["nll_diff_fit"]) < 1e-2
-    assert (r["nll"]["fit"] - r["nll"]["torch"]).abs().max() < 0.1
+    for a, b in (("fit", "torch"), ("cli", "torch_valid")):
+        assert (r["nll"][a] - r["nll"][b]).abs().max() < 1e-2
+        assert r["train_loss"][a] == pytest.approx(r["train_loss"][b], rel=1e-4)
+    assert r["train_loss"]["cli"] != pytest.approx(r["train_loss"]["fit"], rel=1e-4)
 
 
 def test_a_training_subset_reaches_the_cli_as_the_same_images():
@@ -153,3 +161,43 @@ def test_exp_scale_reads_the_raw_output_as_a_log_standard_deviation():
     assert pyrovae.VAEConfig().scale == "softplus"
     with pytest.raises(ValueError, match="scale"):
         pyrovae.VAEConfig(scale="sigmoid")
+
+
+def test_causes_script_reports_paired_differences_to_each_reference(tmp_path):
+    import mnist_nll_causes
+
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            r = mnist_nll_causes.main(["--data", "digits", "--epochs", "1", "--seeds", "0", "1",
+                                       "--test-size", "60", "--num-samples", "5", "--variants",
+                                       "base", "fit", "batch_128", "cli_defaults", "cli",
+                                       "--save", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("fit", "batch_128", "cli"):
+        ref = r[name]["against"]
+        d = [np.load(tmp_path / f"{name}__seed{s}.npy") - np.load(tmp_path / f"{ref}__seed{s}.npy")
+             for s in (0, 1)]
+        assert r[name]["diff"] == pytest.approx(float(np.mean(d)))
+        assert r[name]["per_seed"] == pytest.approx([x.mean() for x in d])
+    assert r["cli"]["against"] == "cli_defaults"
+    assert r["fit"]["diff"] == pytest.approx(0.0, abs=1e-2)  # the same streams as the twin
+
+
+def test_epoch_profile_script_splits_the_epoch(capsys):
+    import epoch_profile
+
+    threads = torch.get_num_threads()
+    try:
+        v = epoch_profile.main(["--data", "digits", "--batch-size", "32", "--steps", "3",
+                                "--repeats", "2", "--threads", "1", "--epoch-steps", "40"])
+    finally:
+        torch.set_num_threads(threads)
+    printed = _values(capsys.readouterr().out)
+    for k in ("trainer_step_ms", "core_step_ms", "plain_step_ms", "validate_s", "checkpoint_s"):
+        assert printed[k] == pytest.approx(v[k], abs=1e-4) and v[k] > 0
+    assert v["step_ratio_trainer"] == pytest.approx(v["trainer_step_ms"] / v["plain_step_ms"])
+    assert v["epoch_extra_validate"] == pytest.approx(
+        v["validate_s"] / (v["plain_step_ms"] * 40 / 1e3))
