@@ -7,8 +7,11 @@ written here without Pyro. The loss is the single-sample Monte-Carlo ELBO that
 
     -ELBO(x) = -[log p(x | z) + log p(z) - log q(z | x)],  z = mu + sigma * eps,  eps ~ N(0, I),
 
-with a Bernoulli p(x | z) and the encoder's scale ``softplus(raw) + min_scale``, so for equal
-weights and equal noise the two losses and gradients are equal (tests check it).
+with a Bernoulli p(x | z) and the encoder's scale ``softplus(raw) + min_scale`` (or, with
+``scale="exp"``, ``exp(raw) + min_scale``, as ``VAEConfig(scale="exp")``), so for equal weights
+and equal noise the two losses and gradients are equal (tests check it). ``analytic_kl=True``
+replaces ``log q(z | x) - log p(z)`` in the training loss by KL(q || p) in closed form
+(``TraceMeanField_ELBO``'s estimator), for the comparison of the two.
 """
 
 from __future__ import annotations
@@ -25,21 +28,30 @@ LOG_2PI = math.log(2 * math.pi)
 
 class TorchVAE(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, event_dims: int,
-                 min_scale: float = 1e-4):
+                 min_scale: float = 1e-4, scale: str = "softplus", analytic_kl: bool = False):
         super().__init__()
+        if scale not in ("softplus", "exp"):
+            raise ValueError(f"scale: expected 'softplus' or 'exp', got {scale!r}")
         self.encoder, self.decoder = encoder, decoder
         self.event_dims, self.min_scale = event_dims, min_scale
+        self.scale, self.analytic_kl = scale, analytic_kl
 
     @classmethod
-    def like(cls, vae) -> TorchVAE:
+    def like(cls, vae, analytic_kl: bool = False) -> TorchVAE:
         """Same architecture and current weights as a ``pyrovae.VAE`` with Bernoulli output."""
         return cls(copy.deepcopy(vae.encoder), copy.deepcopy(vae.decoder),
-                   len(vae.config.input_shape), vae.config.min_scale)
+                   len(vae.config.input_shape), vae.config.min_scale,
+                   getattr(vae.config, "scale", "softplus"), analytic_kl)
 
-    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
-        """``(num_samples, B)`` values of ``log p(x, z) - log q(z | x)`` with z ~ q(z | x)."""
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw = self.encoder(x).chunk(2, -1)
-        scale = F.softplus(raw) + self.min_scale
+        positive = raw.exp() if self.scale == "exp" else F.softplus(raw)
+        return loc, positive + self.min_scale
+
+    def _terms(self, x: torch.Tensor, num_samples: int):
+        """``log p(x | z)``, ``log p(z) - log q(z | x)`` (each ``(K, B)``) and the encoder's
+        ``(loc, scale)``, with ``z = loc + scale * eps`` for ``eps ~ N(0, I)``."""
+        loc, scale = self._encode(x)
         eps = torch.randn((num_samples, *loc.shape), device=x.device, dtype=loc.dtype)
         z = loc + scale * eps  # (K, B, L)
         log_q = (-0.5 * eps**2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
@@ -48,11 +60,22 @@ class TorchVAE(nn.Module):
         log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits),
                                                      reduction="none")
         log_px = log_px.sum(tuple(range(-self.event_dims, 0)))
-        return log_px + log_pz - log_q
+        return log_px, log_pz - log_q, loc, scale
+
+    def log_weights(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """``(num_samples, B)`` values of ``log p(x, z) - log q(z | x)`` with z ~ q(z | x)."""
+        log_px, log_ratio, _, _ = self._terms(x, num_samples)
+        return log_px + log_ratio
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Negative single-sample ELBO summed over the batch (Pyro's convention)."""
-        return -self.log_weights(x, 1).sum()
+        """Negative single-sample ELBO summed over the batch (Pyro's convention); with
+        ``analytic_kl`` the KL term in closed form, KL(N(m, s^2) || N(0, 1)) =
+        (m^2 + s^2 - 1)/2 - log s per dimension."""
+        log_px, log_ratio, loc, scale = self._terms(x, 1)
+        if not self.analytic_kl:
+            return -(log_px + log_ratio).sum()
+        kl = (0.5 * (loc**2 + scale**2 - 1) - scale.log()).sum()
+        return -log_px.sum() + kl
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, num_samples: int = 1000,

@@ -13,6 +13,7 @@ from .. import checks
 from .. import nn as nets
 from ..likelihoods import LIKELIHOODS
 from ..likelihoods import likelihood as make_likelihood
+from ..nn.heads import SCALES
 from ..nn.layers import as_shape
 from ..protocol import register_model, resolve_config
 
@@ -31,6 +32,9 @@ class VAEConfig:
     likelihood: str = "bernoulli"  # p(x|z) family in pyrovae.likelihoods.LIKELIHOODS
     likelihood_args: dict = field(default_factory=dict)  # e.g. {"scale": "learned"}
     min_scale: float = 1e-4  # floor on the encoder's standard deviations
+    # q's standard deviation from the encoder's raw output: "softplus" (softplus(raw) +
+    # min_scale) or "exp" (raw is the log standard deviation: exp(raw) + min_scale)
+    scale: str = "softplus"
 
     def __post_init__(self):
         self.input_shape = as_shape(self.input_shape, "input_shape")
@@ -41,6 +45,7 @@ class VAEConfig:
         _one_of(self.network, nets.ARCHITECTURES, "network")
         _one_of(self.activation, nets.ACTIVATIONS, "activation")
         _one_of(self.likelihood, LIKELIHOODS, "likelihood")
+        _one_of(self.scale, SCALES, "scale")
         if self.network == "conv" and len(self.input_shape) != 3:
             raise ValueError(
                 f"network 'conv' needs image input_shape (C, H, W), got {self.input_shape}"
@@ -124,7 +129,7 @@ class VAE(_Autoencoder):
 
     def __init__(self, config: VAEConfig | None = None, /, **overrides):
         super().__init__(config, **overrides)
-        self.head = nets.NormalHead(self.config.min_scale)
+        self.head = nets.NormalHead(self.config.min_scale, self.config.scale)
         self.register_buffer("prior_loc", torch.zeros(self.config.latent_dim))
         self.register_buffer("prior_scale", torch.ones(self.config.latent_dim))
 
