@@ -13,8 +13,7 @@ then scored on fresh images: MIG (Chen et al.'s estimator and the histogram vari
 units, KL per dimension, the test ELBO. Figures: latent traversals, KL bars, the MIG matrix.
 At the defaults (20,000 images, 3,000 steps of 128: about 90 s on one CPU thread) β-TCVAE
 reaches MIG ≈ 0.1: scale and posY each mostly in one dimension, posX shared by two, shape
-and orientation not encoded (benchmarks/RESULTS.md has
-every objective over three seeds).
+and orientation not encoded (benchmarks/RESULTS.md has every objective over three seeds).
 
     python examples/disentangle_dsprites.py --objective tcvae
     python examples/disentangle_dsprites.py --objective beta --steps 20000 --n 100000
