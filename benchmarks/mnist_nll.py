@@ -14,8 +14,9 @@ The sides (``--sides``):
 - ``torch``: the plain-PyTorch twin (:mod:`torch_vae`: the same encoder and decoder modules,
   the same single-sample ELBO) in a hand-written loop (``loss.item()`` every step);
 - ``torch_valid``: the same loop validating as the CLI does: after every epoch the single-draw
-  ELBO on the held-out images in batches of max(batch, 256), eval mode, z drawn from the global
-  generator as the CLI draws it, so that the CLI and this loop take the same steps;
+  ELBO on the held-out images in batches of max(batch, 256), eval mode, z drawn from a random
+  state of its own seeded as the trainer seeds its validation (``validation_seed(seed,
+  epoch)``), the training stream restored after;
 - ``compile``: ``fit(..., compile="trace")`` (optional).
 
 Every side trains on the same images: the training split of ``--data`` (MNIST by default) as
@@ -25,11 +26,10 @@ Every side trains on the same images: the training split of ``--data`` (MNIST by
 differ in nothing else. Their random streams (data order and binarisation from a generator
 seeded with ``--seed``, z from the global generator seeded with ``--seed``) are drawn in the
 same order by ``fit`` and the plain loop, so those two take the same steps up to floating-point
-summation order. The CLI's validation draws z from the same global generator after every
-epoch, so from the second epoch on its training noise differs from ``fit``'s and ``torch``'s
-(and equals ``torch_valid``'s): ``nll_diff_cli`` then includes the spread between two
-trainings with different noise, which one pair of runs cannot tell from a systematic
-difference; ``nll_diff_cli_valid`` (CLI - ``torch_valid``) can.
+summation order. The CLI's validation draws its z from a random state of its own and restores
+the training stream after it, so the CLI takes those steps too: ``nll_diff_cli`` compares the
+same training done by two programs, and ``torch_valid`` shows that validating does not change
+the plain loop's steps either (``nll_diff_cli_valid``: CLI - ``torch_valid``).
 
 The test images are binarised once, with ``--data-seed`` (the CLI's own test bits: seed
 data_seed + 2), whatever ``--seed`` is. Every side is scored on those bits by the same
@@ -77,6 +77,7 @@ from torch_vae import TorchVAE, train_epoch
 import pyrovae
 import pyrovae.run
 import pyrovae.run_folder
+from pyrovae.train.trainer import validation_seed
 
 SIDES = ("fit", "cli", "torch", "torch_valid", "compile")
 BURDA_MNIST_NLL = 86.76  # Burda et al. (2016), Table 1, VAE k = 1, after 3,280 epochs
@@ -171,13 +172,16 @@ def load_average() -> str:
 
 
 @torch.no_grad()
-def validate(ref: TorchVAE, x_valid: torch.Tensor, batch: int) -> float:
+def validate(ref: TorchVAE, x_valid: torch.Tensor, batch: int, seed: int, epoch: int) -> float:
     """The single-draw negative ELBO per image on ``x_valid`` (eval mode), as the CLI's
-    validation computes it: batches of ``max(batch, 256)``, z from the global generator."""
+    validation computes it: batches of ``max(batch, 256)``, z from the global generator forked
+    and seeded with the trainer's ``validation_seed(seed, epoch)``."""
     ref.eval()
     size, total = max(batch, 256), 0.0
-    for i in range(0, len(x_valid), size):
-        total += ref.loss(x_valid[i:i + size]).item()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(validation_seed(seed, epoch))
+        for i in range(0, len(x_valid), size):
+            total += ref.loss(x_valid[i:i + size]).item()
     ref.train()
     return total / len(x_valid)
 
@@ -194,12 +198,12 @@ def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict,
     g = torch.Generator().manual_seed(args.seed)
     ref.train()
     seconds, losses = [], []
-    for _ in range(args.epochs):
+    for epoch in range(1, args.epochs + 1):
         t = time.perf_counter()
         losses.append(train_epoch(ref, opt, x_train, args.batch_size, g))
         seconds.append(time.perf_counter() - t)
         if x_valid is not None:
-            validate(ref, x_valid, args.batch_size)
+            validate(ref, x_valid, args.batch_size, args.seed, epoch)
     return {"seconds": seconds, "wall": time.perf_counter() - t0, "loss": losses[-1]}
 
 

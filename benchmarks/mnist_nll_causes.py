@@ -21,9 +21,9 @@ encoder scale softplus(raw) + 1e-4, Monte-Carlo KL. A variant changes one thing:
   held out and validated on after every epoch), as ``pyrovae train --seed S`` runs it;
 - ``cli_100``: ``train_run`` with the baseline's batch and eps (still validating), against
   ``train_50k`` (the twin on the same 50,000 images): what is left once the settings agree;
-- ``cli_forked``: ``cli`` with the change proposed for ``Trainer.validate`` (validation draws
-  from a forked RNG, so validating leaves the training stream as it is; applied here by
-  wrapping the method), against ``cli_defaults``;
+- ``cli_forked``: ``cli`` with ``Trainer.validate`` wrapped in a forked RNG, against
+  ``cli_defaults``. This was the proposed cause of ``cli``'s difference; ``Trainer.validate``
+  now forks (and seeds) its own, so since then ``cli_forked`` and ``cli`` train alike;
 - ``cli_meanfield``: ``cli`` with ``loss="meanfield_elbo"`` (analytic KL, ``pyrovae train --loss
   meanfield_elbo``), against ``cli``.
 

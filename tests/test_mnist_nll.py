@@ -98,15 +98,14 @@ def test_epoch_ratios_are_the_ratios_of_the_printed_seconds(three_sides):
 
 
 def test_pyrovae_and_the_plain_loop_follow_the_same_random_streams(three_sides):
-    """Same seed: the same data order, binarisation and z draws in pyrovae.fit and in the plain
-    loop, and in the CLI and the plain loop validating as it does, so each pair takes the same
-    steps up to floating-point summation order; validation's draws make the other pairs'
-    streams differ (the CLI's training losses leave fit's after the first epoch)."""
+    """Same seed: the same data order, binarisation and z draws in pyrovae.fit, the CLI and the
+    plain loop, validating or not (validation draws from a random state of its own), so every
+    pair takes the same steps up to floating-point summation order."""
     r, v, _ = three_sides
-    for a, b in (("fit", "torch"), ("cli", "torch_valid")):
+    for a, b in (("fit", "torch"), ("cli", "torch_valid"), ("cli", "fit"),
+                 ("torch_valid", "torch")):
         assert (r["nll"][a] - r["nll"][b]).abs().max() < 1e-2
         assert r["train_loss"][a] == pytest.approx(r["train_loss"][b], rel=1e-4)
-    assert r["train_loss"]["cli"] != pytest.approx(r["train_loss"]["fit"], rel=1e-4)
 
 
 def test_a_training_subset_reaches_the_cli_as_the_same_images():

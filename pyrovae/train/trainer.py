@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 
@@ -31,6 +32,12 @@ from .state import History, TrainState
 from .steps import LeanStep, pinned, run_step
 
 log = logging.getLogger("pyrovae")
+
+
+def validation_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s validation draws: a function of the run's seed and the
+    epoch only (NumPy's SeedSequence mixes the two)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class Trainer:
@@ -256,16 +263,25 @@ class Trainer:
         return out
 
     def validate(self) -> dict:
-        """The ELBO's terms per data point on the validation data, in eval mode."""
-        sums, count, model = {}, 0, self.model
+        """The ELBO's terms per data point on the validation data, in eval mode.
+
+        Its draws of the latents come from a random state of its own (seeded by the run's seed
+        and the epoch) and the training stream is restored after it, so validating or not, or
+        on other data, leaves the training steps exactly as they were: the run with validation
+        trains the same weights as the one without."""
+        sums, count, model, c = {}, 0, self.model, self.config
         was = getattr(model, "training", None)
         if was is not None:
             model.eval()
-        for batch in self.valid.batches(max(self.config.batch_size, 256)):
-            t = elbo_terms(model.model, model.guide, {k: batch[k] for k in self.names})
-            for k, v in t.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += batch["x"].shape[0]
+        devices = [self.dev] if self.dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if c.seed is not None:
+                torch.manual_seed(validation_seed(c.seed, self.state.epoch))
+            for batch in self.valid.batches(max(c.batch_size, 256)):
+                t = elbo_terms(model.model, model.guide, {k: batch[k] for k in self.names})
+                for k, v in t.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += batch["x"].shape[0]
         if was:
             model.train()
         return {f"valid_{k}": v / count for k, v in sums.items()}

@@ -264,3 +264,22 @@ def test_bf16_autocast_runs_networks_in_bf16_and_densities_in_fp32():
     assert h16.epochs[-1]["loss"] < h16.epochs[0]["loss"]
     # bf16 rounding changes the trajectory a little, not the outcome
     assert abs(h16.epochs[-1]["loss"] - h32.epochs[-1]["loss"]) < 1.5
+
+
+def test_validating_leaves_the_training_steps_as_they_were():
+    """Validation draws its latents from a random state of its own: the same seed trains the
+    same weights with validation data, with other validation data and without any."""
+    x = torch.bernoulli(torch.rand(96, 12, generator=torch.Generator().manual_seed(3)))
+    runs = []
+    for valid in (None, x[:40], x[40:]):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        vae = pyrovae.VAE(pyrovae.VAEConfig(input_shape=(12,), latent_dim=2, hidden=(8,)))
+        h = pyrovae.fit(vae, x, pyro.infer.Trace_ELBO(), epochs=3, batch_size=16, seed=1,
+                        validation_data=valid, progress=False)
+        runs.append((torch.cat([p.detach().reshape(-1) for p in vae.parameters()]), h))
+    for w, h in runs[1:]:
+        assert torch.equal(w, runs[0][0])
+        assert [r["loss"] for r in h.epochs] == [r["loss"] for r in runs[0][1].epochs]
+    # and validation itself is reproducible and differs between its data sets
+    assert runs[1][1].epochs[-1]["valid_loss"] != runs[2][1].epochs[-1]["valid_loss"]
