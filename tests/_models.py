@@ -168,3 +168,19 @@ class UserLinearGaussian(PyroModule):
         loc, raw = self.encoder(x).chunk(2, -1)
         s = torch.nn.functional.softplus(raw)
         return 0.5 * (s**2 + loc**2 - 1 - torch.log(s**2)).sum()
+
+
+def assert_twin_matches(vae, ref, x, elbo) -> None:
+    """The plain-PyTorch twin ``ref`` of ``vae`` gives ``elbo``'s loss and every gradient, with
+    the same noise for the reparametrised z (the global RNG seeded alike before each)."""
+    torch.manual_seed(1)
+    loss_p = elbo.differentiable_loss(vae.model, vae.guide, x)
+    loss_p.backward()
+    torch.manual_seed(1)
+    loss_t = ref.loss(x)
+    loss_t.backward()
+    torch.testing.assert_close(loss_p, loss_t)
+    for part in ("encoder", "decoder"):
+        for (name, a), b in zip(getattr(vae, part).named_parameters(),
+                                getattr(ref, part).parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=f"{part}.{name}")

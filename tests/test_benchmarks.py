@@ -13,23 +13,14 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 from _common import make_pair  # noqa: E402
+from _models import assert_twin_matches  # noqa: E402
 
 
 @pytest.mark.parametrize("network", ["burda", "conv"])
 def test_reference_loss_and_gradients_equal_pyro_trace_elbo(network):
     vae, ref = make_pair(network, (1, 28, 28))
     x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
-    torch.manual_seed(1)
-    loss_p = pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
-    loss_p.backward()
-    torch.manual_seed(1)  # the same noise eps for the reparametrised z
-    loss_t = ref.loss(x)
-    loss_t.backward()
-    torch.testing.assert_close(loss_p, loss_t)
-    for part in ("encoder", "decoder"):
-        for (name, a), b in zip(getattr(vae, part).named_parameters(),
-                                getattr(ref, part).parameters()):
-            torch.testing.assert_close(a.grad, b.grad, msg=f"{part}.{name}")
+    assert_twin_matches(vae, ref, x, pyro.infer.Trace_ELBO())
 
 
 def _values(text):

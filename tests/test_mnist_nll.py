@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import mnist_nll  # noqa: E402
+from _models import assert_twin_matches  # noqa: E402
 from torch_vae import TorchVAE  # noqa: E402
 
 import pyrovae  # noqa: E402
@@ -136,17 +137,7 @@ def test_twin_loss_and_gradients_equal_pyro_for_each_option(scale, analytic):
     ref = TorchVAE.like(vae, analytic_kl=analytic)
     x = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
     elbo = pyro.infer.TraceMeanField_ELBO() if analytic else pyro.infer.Trace_ELBO()
-    torch.manual_seed(1)
-    loss_p = elbo.differentiable_loss(vae.model, vae.guide, x)
-    loss_p.backward()
-    torch.manual_seed(1)  # the same noise eps for the reparametrised z
-    loss_t = ref.loss(x)
-    loss_t.backward()
-    torch.testing.assert_close(loss_p, loss_t)
-    for part in ("encoder", "decoder"):
-        for (name, a), b in zip(getattr(vae, part).named_parameters(),
-                                getattr(ref, part).parameters()):
-            torch.testing.assert_close(a.grad, b.grad, msg=f"{part}.{name}")
+    assert_twin_matches(vae, ref, x, elbo)
 
 
 def test_exp_scale_reads_the_raw_output_as_a_log_standard_deviation():
