@@ -21,9 +21,6 @@ encoder scale softplus(raw) + 1e-4, Monte-Carlo KL. A variant changes one thing:
   held out and validated on after every epoch), as ``pyrovae train --seed S`` runs it;
 - ``cli_100``: ``train_run`` with the baseline's batch and eps (still validating), against
   ``train_50k`` (the twin on the same 50,000 images): what is left once the settings agree;
-- ``cli_forked``: ``cli`` with ``Trainer.validate`` wrapped in a forked RNG, against
-  ``cli_defaults``. This was the proposed cause of ``cli``'s difference; ``Trainer.validate``
-  now forks (and seeds) its own, so since then ``cli_forked`` and ``cli`` train alike;
 - ``cli_meanfield``: ``cli`` with ``loss="meanfield_elbo"`` (analytic KL, ``pyrovae train --loss
   meanfield_elbo``), against ``cli``.
 
@@ -54,10 +51,9 @@ from torch_vae import TorchVAE, train_epoch
 import pyrovae
 import pyrovae.run
 import pyrovae.run_folder
-from pyrovae.train import Trainer
 
 BASE = dict(trainer="torch", eps=1e-4, scale="softplus", analytic_kl=False, valid_size=0,
-            batch_size=100, stream=0, ref="base", forked=False, loss="trace_elbo")
+            batch_size=100, stream=0, ref="base", loss="trace_elbo")
 VARIANTS = {
     "base": {},
     "eps_1e-8": dict(eps=1e-8),
@@ -70,8 +66,6 @@ VARIANTS = {
     "fit": dict(trainer="fit"),
     "cli": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8, ref="cli_defaults"),
     "cli_100": dict(trainer="cli", valid_size=10000, ref="train_50k"),
-    "cli_forked": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8,
-                       forked=True, ref="cli_defaults"),
     "cli_meanfield": dict(trainer="cli", valid_size=10000, batch_size=128, eps=1e-8,
                           loss="meanfield_elbo", ref="cli"),
 }
@@ -100,25 +94,14 @@ def run_one(name: str, seed: int, args) -> np.ndarray:
                     progress=False)
         model = init
     else:
-        validate = Trainer.validate
-
-        def forked(self):
-            with torch.random.fork_rng(devices=[]):
-                return validate(self)
-
-        if v["forked"]:
-            Trainer.validate = forked
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "run"
-                pyrovae.run.train_run(out, data=spec, seed=stream, epochs=args.epochs,
-                                      num_samples=1, figures=False, inference_data=False,
-                                      model_config={"scale": v["scale"]}, loss=v["loss"],
-                                      valid_size=v["valid_size"], batch_size=v["batch_size"],
-                                      optimizer_args={"eps": v["eps"]})
-                model = pyrovae.run_folder.load_run(out)[0]
-        finally:
-            Trainer.validate = validate
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run"
+            pyrovae.run.train_run(out, data=spec, seed=stream, epochs=args.epochs,
+                                  num_samples=1, figures=False, inference_data=False,
+                                  model_config={"scale": v["scale"]}, loss=v["loss"],
+                                  valid_size=v["valid_size"], batch_size=v["batch_size"],
+                                  optimizer_args={"eps": v["eps"]})
+            model = pyrovae.run_folder.load_run(out)[0]
     x_test = splits.test.x[:args.test_size]
     return (-score(model, x_test, args.num_samples, 0)).numpy()
 
