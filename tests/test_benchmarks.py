@@ -162,7 +162,7 @@ def test_step_profile_script_splits_the_whole_step(capsys):
     pytest.importorskip("pyinstrument")
     import step_profile
 
-    r = step_profile.main(["--data", "digits", "--cases", "mlp", "--steps", "30",
+    r = step_profile.main(["--data", "digits", "--cases", "mlp", "--steps", "100",
                            "--batch-size", "16", "--interval", "0.0005"])
     v = _values(capsys.readouterr().out)
     fracs = [v[f"frac_{k}_mlp"] for k in step_profile.KINDS]
