@@ -16,7 +16,8 @@ Gaussian is maximal at the joint mode).
 fit and SVI get the same seed and the same batches, and the guide is set up outside the
 training stream (fit's probe runs in a forked RNG stream; the SVI runs here set the guide up in
 one too, since an AutoGuideList's or init_to_median's set-up draws), so the two draw the same
-noise: their results agree to float rounding (``AGREE``), far inside the Monte-Carlo error.
+noise: their results agree to float rounding (``AGREE``), far inside the Monte-Carlo error
+(fit's log q is computed from the noise, Pyro's from the draw; see the 1000-point test).
 Guides start at zero (``init_to_feasible``): with ``init_to_mean`` or ``init_to_median`` a
 part of an AutoGuideList over ``poutine.block(model, expose=["z"])`` starts ``z`` at a draw of
 ``mu``'s prior (``mu`` is hidden from the part's initialiser, so it is sampled), and needs many
@@ -58,6 +59,7 @@ SUB_N, SUB_B = 12, 4  # data points and batch size of the subsampled ones
 STEPS, LR, DECAY = 600, 0.1, 0.01  # ClippedAdam, lr decaying geometrically to LR * DECAY
 SUB_STEPS = 800
 AGREE = 1e-3  # fit vs SVI, in posterior sd: the same draws, so float rounding only
+AGREE_STEPS = 100  # the 1000-point problem's agreement: rounding grows after (see its test)
 # Monte-Carlo bounds; in comments the largest error over seeds 0..7 (full batch / subsampled /
 # global latent only), measured by running this file:
 MEAN_TOL = 0.6  # |mean - exact| / exact posterior sd, any coordinate (0.14 / 0.21 / 0.16)
@@ -223,39 +225,49 @@ def test_issue_full_batch_of_1000_sizes_the_plate_and_trains_as_svi_does():
     data plate the batch, 1000 points of 5 dimensions and default initialisation: the
     autoguide's local parameters are sized by the whole batch (``(1000, 5)``, not the 2 rows of
     the old probe), fit keeps the batch in data order (a shuffled batch would pair them with
-    other points), and fit's means and scales equal plain SVI's on the same data and seed and
-    reach the exact posterior's (each dimension is the scalar problem; mean-field sds; over
-    seeds 0..3 the largest errors were 0.23 sd for a mean, 0.16 for a sd, 0.08 for mu's)."""
-    n, steps = 1000, STEPS
+    other points), fit's means and scales equal plain SVI's on the same data and seed after
+    ``AGREE_STEPS``, and both reach the exact posterior's after ``STEPS`` (each dimension is
+    the scalar problem; mean-field sds; over seeds 0..3 the largest errors were 0.23 sd for a
+    mean, 0.16 for a sd, 0.08 for mu's).
+
+    The agreement is checked early because fit's log q is computed from the draw's noise
+    (:mod:`pyrovae.infer.lean`), equal to Pyro's up to rounding, and on this problem ClippedAdam
+    amplifies a rounding difference in mu about 100-fold per 200 steps (measured: 0 after one
+    step, 3e-8 after 50, 1e-5 after 200, 3e-3 after 600; a shuffled batch is wrong from the
+    first step)."""
+    n = 1000
     x = data(n, d=5)
-    guide = AutoNormal(model)
-    pyrovae.fit((model, guide), x, pyro.infer.Trace_ELBO(), batch_size=1000, steps=steps,
-                optimizer=optimizer(steps), seed=0, progress=False)
-    assert tuple(guide.locs.z.shape) == (1000, 5) and tuple(guide.locs.mu.shape) == (5,)
-    with torch.no_grad():
-        got = [torch.cat([guide.locs.mu[None], guide.locs.z]).numpy().copy(),
-               torch.cat([guide.scales.mu[None], guide.scales.z]).numpy().copy()]
 
-    pyro.clear_param_store()
-    ref = AutoNormal(model)
-    pyro.set_rng_seed(0)
-    with torch.random.fork_rng():  # init_to_median draws: fit sets up in a forked stream too
-        ref(x)
-    svi = pyro.infer.SVI(model, ref, optimizer(steps), pyro.infer.Trace_ELBO())
-    for _ in range(steps):
-        svi.step(x)
-    with torch.no_grad():
-        want = [torch.cat([ref.locs.mu[None], ref.locs.z]).numpy(),
-                torch.cat([ref.scales.mu[None], ref.scales.z]).numpy()]
+    def train(steps, with_fit):
+        pyro.clear_param_store()
+        guide = AutoNormal(model)
+        if with_fit:
+            pyrovae.fit((model, guide), x, pyro.infer.Trace_ELBO(), batch_size=1000,
+                        steps=steps, optimizer=optimizer(steps), seed=0, progress=False)
+        else:
+            pyro.set_rng_seed(0)
+            with torch.random.fork_rng():  # init_to_median draws: fit sets up in a forked one
+                guide(x)
+            svi = pyro.infer.SVI(model, guide, optimizer(steps), pyro.infer.Trace_ELBO())
+            for _ in range(steps):
+                svi.step(x)
+        assert tuple(guide.locs.z.shape) == (1000, 5) and tuple(guide.locs.mu.shape) == (5,)
+        with torch.no_grad():
+            return [torch.cat([guide.locs.mu[None], guide.locs.z]).numpy().copy(),
+                    torch.cat([guide.scales.mu[None], guide.scales.z]).numpy().copy()]
 
+    early = [train(AGREE_STEPS, f) for f in (True, False)]
+    final = [train(STEPS, f) for f in (True, False)]
     for d in range(5):
         mean, cov, mf_sd = exact(x[:, d])
         sd = np.sqrt(np.diag(cov))
-        np.testing.assert_allclose(got[0][:, d] / sd, want[0][:, d] / sd, atol=AGREE, rtol=0)
-        np.testing.assert_allclose(got[1][:, d] / sd, want[1][:, d] / sd, atol=AGREE, rtol=0)
-        assert np.max(np.abs(got[0][:, d] - mean) / sd) < MEAN_TOL
-        assert np.max(np.abs(got[1][:, d] / mf_sd - 1)) < SD_TOL
-        assert abs(got[1][0, d] / mf_sd[0] - 1) < MU_SD_TOL
+        for i in (0, 1):  # means, scales
+            np.testing.assert_allclose(early[0][i][:, d] / sd, early[1][i][:, d] / sd,
+                                       atol=AGREE, rtol=0)
+        for got in final:  # fit's, SVI's
+            assert np.max(np.abs(got[0][:, d] - mean) / sd) < MEAN_TOL
+            assert np.max(np.abs(got[1][:, d] / mf_sd - 1)) < SD_TOL
+            assert abs(got[1][0, d] / mf_sd[0] - 1) < MU_SD_TOL
 
 
 # --- every autoguide, full batch ------------------------------------------------------------

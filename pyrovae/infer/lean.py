@@ -15,29 +15,46 @@ replaced by :math:`\mathrm{KL}(q \,\|\, p)` where ``kl_divergence`` knows the pa
 Pyro computes this with a trace of the guide, a replayed trace of the model, copies of both
 with subsample sites pruned, log-densities stored per site, and one host read per site; here
 one :class:`~pyro.poutine.messenger.Messenger` records the guide's sites, replays them into the
-model and keeps the sums on the device. Same draws in the same order, so the same value and
-gradient as Pyro's estimator up to floating-point summation order (tested). It does not
-validate: :func:`pyrovae.fit` runs its validated first step through Pyro's own ELBO.
+model and keeps the sums on the device. A Normal guide site's :math:`\log q` is computed from
+the noise of its draw (:func:`_log_prob_sum`), which gives its gradient exactly where the
+formula in :math:`z` gives it up to rounding. Same draws in the same order, so the same value
+and gradient as Pyro's estimator up to rounding (tested). It does not validate:
+:func:`pyrovae.fit` runs Pyro's own ELBO beside its validated step, for the checks.
 
 Use :func:`eligible` on a probe's traces to decide whether a pair qualifies.
 """
 
 from __future__ import annotations
 
+import math
+
+import pyro.distributions as dist
 import pyro.infer as pi
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.block_messenger import BlockMessenger
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from torch.distributions import kl_divergence
+from torch.distributions.utils import _standard_normal
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class _Sites(Messenger):
-    """Records sample sites; replays the latent values of ``replay`` (the guide's record)."""
+    r"""Records sample sites; replays the latent values of ``replay`` (the guide's record).
 
-    def __init__(self, replay: dict | None = None):
+    Recording a guide with ``noise``, a Normal site (or ``Independent`` of one) is drawn here
+    as torch's ``rsample`` draws it, :math:`z = \mu + \sigma\varepsilon` with the same
+    :math:`\varepsilon` and so the same bits, and :math:`\varepsilon` is kept in
+    ``self.noise`` for :func:`_log_prob_sum`.
+    """
+
+    def __init__(self, replay: dict | None = None, noise: bool = False):
         super().__init__()
         self.replay = replay
         self.sites: dict[str, dict] = {}
+        self.noise: dict[str, torch.Tensor] | None = {} if noise else None
 
     def _pyro_sample(self, msg) -> None:
         if self.replay is not None and not msg["is_observed"]:
@@ -46,6 +63,15 @@ class _Sites(Messenger):
                 msg["value"] = guide_msg["value"]
                 msg["infer"] = guide_msg["infer"]
                 msg["done"] = True
+        elif self.noise is not None and not msg["is_observed"] and msg["value"] is None \
+                and not msg["args"] and not msg["kwargs"] and not msg["done"]:
+            base = _normal(msg["fn"])
+            if base is not None:  # Normal.rsample, keeping eps
+                eps = _standard_normal(base.loc.shape, dtype=base.loc.dtype,
+                                       device=base.loc.device)
+                msg["value"] = base.loc + eps * base.scale
+                msg["done"] = True
+                self.noise[msg["name"]] = eps
 
     def _pyro_post_sample(self, msg) -> None:
         self.sites[msg["name"]] = msg
@@ -55,8 +81,27 @@ def _counts(msg) -> bool:
     return not msg["infer"].get("_deterministic") and type(msg["fn"]).__name__ != "_Subsample"
 
 
-def _log_prob_sum(msg) -> torch.Tensor:
-    lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+def _normal(fn):
+    """The ``Normal`` that ``fn`` is or reinterprets (exactly Pyro's classes), else ``None``."""
+    if type(fn) is dist.Independent:
+        fn = fn.base_dist
+    return fn if type(fn) is dist.Normal else None
+
+
+def _log_prob_sum(msg, eps: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`\sum \text{scale}\cdot\text{mask}\cdot\log p(\text{value})` of a site; with
+    ``eps`` (a Normal site drawn as :math:`\mu + \sigma\varepsilon`) from the noise,
+    :math:`\log q = -\tfrac12\varepsilon^2 - \log\sigma - \tfrac12\log 2\pi`, the same
+    density without recomputing :math:`(z-\mu)/\sigma` from :math:`z`. Its gradient is the
+    exact one, :math:`\partial_\mu = 0`, :math:`\partial_\sigma = -1/\sigma`, where
+    the formula in :math:`z` gives them up to rounding."""
+    if eps is None:
+        lp = msg["fn"].log_prob(msg["value"], *msg["args"], **msg["kwargs"])
+    else:  # eps: (*batch, *event), no gradient; sigma broadcast to it
+        lp = (-0.5 * eps * eps - _HALF_LOG_2PI) - _normal(msg["fn"]).scale.log()
+        event = getattr(msg["fn"], "reinterpreted_batch_ndims", 0)
+        if event:
+            lp = lp.sum(tuple(range(-event, 0)))  # (*batch)
     return scale_and_mask(lp, msg["scale"], msg["mask"]).sum()
 
 
@@ -66,18 +111,24 @@ def lean_elbo(model, guide, args: tuple = (), kwargs: dict | None = None, *,
     differentiable 0-d tensor), ``terms`` as :func:`pyrovae.infer.terms.trace_terms` gives them
     (``recon``, ``kl`` and, with ``per_site``, ``kl/<site>``; detached)."""
     kwargs = kwargs or {}
-    with _Sites() as g:
+    # below an outer handler other than a block (a condition, say), a value drawn here could
+    # be replaced: then Pyro's own draw and density
+    own = all(isinstance(h, BlockMessenger) for h in _PYRO_STACK)
+    with _Sites(noise=own) as g:
         guide(*args, **kwargs)
     with _Sites(g.sites) as m:
         model(*args, **kwargs)
-    return elbo_from_sites(m.sites, g.sites, analytic=analytic, per_site=per_site)
+    return elbo_from_sites(m.sites, g.sites, analytic=analytic, per_site=per_site,
+                           noise=g.noise)
 
 
 def elbo_from_sites(model_sites: dict, guide_sites: dict, *, analytic: bool = False,
-                    per_site: bool = False):
-    """:func:`lean_elbo`'s sums from the site messages (or trace nodes) of a guide run and the
-    model replayed on it; the one place the estimator is written, so a value computed from
-    Pyro's own traces is the same float."""
+                    per_site: bool = False, noise: dict | None = None):
+    r""":func:`lean_elbo`'s sums from the site messages (or trace nodes) of a guide run and the
+    model replayed on it; the one place the estimator is written. ``noise``: the
+    :math:`\varepsilon` of guide sites drawn by :class:`_Sites`, whose :math:`\log q` is
+    computed from it."""
+    noise = noise or {}
     log_p_obs, kls, paired = 0.0, {}, set()
     for name, site in model_sites.items():
         if site["type"] != "sample" or not _counts(site):
@@ -96,9 +147,10 @@ def elbo_from_sites(model_sites: dict, guide_sites: dict, *, analytic: bool = Fa
                                     q["mask"]).sum()
             except NotImplementedError:
                 pass
-        kls[name] = _log_prob_sum(q) - _log_prob_sum(site) if kl is None else kl
+        kls[name] = _log_prob_sum(q, noise.get(name)) - _log_prob_sum(site) if kl is None \
+            else kl
     # guide-only sites (auxiliary variables, guide factors) enter the ELBO as -log q
-    other = sum((_log_prob_sum(s) for n, s in guide_sites.items() if n not in paired
+    other = sum((_log_prob_sum(s, noise.get(n)) for n, s in guide_sites.items() if n not in paired
                  and s["type"] == "sample" and _counts(s)), 0.0)
     recon, kl = -log_p_obs, sum(kls.values(), 0.0)
     terms = {"recon": _detached(recon), "kl": _detached(kl)}

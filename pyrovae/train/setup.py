@@ -19,7 +19,7 @@ from .checkpointing import Checkpointer
 from .early_stopping import EarlyStopping
 from .guard import NonFiniteGuard
 from .progress import JSONLinesLog, Progress, TensorBoardLog, tensorboard_missing
-from .steps import LeanStep, LossStep
+from .steps import CheckedLeanStep, LeanStep, LossStep
 
 log = logging.getLogger("pyrovae")
 
@@ -96,19 +96,22 @@ def probe_batch(train, size: int, seed: int) -> dict:
 
 
 def step_functions(t, model_tr, guide_tr, kwargs):
-    """``(checked, fast)`` step functions of trainer ``t``: the validated step runs the loss as
-    given; the others the lean ELBO if it computes the same thing
-    (:func:`pyrovae.infer.lean.eligible`), traced once and compiled when ``compile`` asks and
+    """``(checked, fast)`` step functions of trainer ``t``: the others run the lean ELBO if it
+    computes the same thing as the loss (:func:`pyrovae.infer.lean.eligible`), and the
+    validated step then runs the loss's own checks before it (:class:`CheckedLeanStep`), else
+    the loss as given; traced once and compiled when ``compile`` asks and
     the programs allow (:mod:`pyrovae.train.compiled`). Sets ``t.lean_reason`` and
     ``t.compile_reason`` (``None``, or why not)."""
     originals = t.model_fn == t.model.model and t.guide_fn == t.model.guide
     t.lean_reason = lean.eligible(t.loss, model_tr, guide_tr) if t.config.lean_elbo \
         else "lean_elbo=False"
     analytic = isinstance(t.loss, pyro.infer.TraceMeanField_ELBO)
-    checked = LossStep(t.loss, t.model_fn, t.guide_fn, terms=originals,
-                       lean_value=t.lean_reason is None)
-    fast = checked if t.lean_reason is not None else \
-        LeanStep(t.model_fn, t.guide_fn, terms=originals, analytic=analytic)
+    checked = LossStep(t.loss, t.model_fn, t.guide_fn, terms=originals)
+    fast = checked
+    if t.lean_reason is None:
+        fast = LeanStep(t.model_fn, t.guide_fn, terms=originals, analytic=analytic)
+        if t.config.validation != "all":  # validated on one step: the same computation as the rest
+            checked = CheckedLeanStep(t.loss, fast, t.dev)
     t.compile_reason = None
     if t.config.compile:
         t.compile_reason = t.lean_reason

@@ -25,25 +25,21 @@ import pyro.infer as pi
 import torch
 from pyro.nn import PyroModule
 
-from ..infer.lean import elbo_from_sites, lean_elbo
+from ..infer.lean import lean_elbo
 from ..infer.terms import trace_terms
 
 
 class LossStep:
     """The loss as given; ``terms`` from its traces when it is a Pyro ELBO (see module).
 
-    ``lean_value``: report the loss as :func:`~pyrovae.infer.lean.elbo_from_sites` computes
-    it from the same traces, so that this step (the validated first one, say) and the
-    :class:`LeanStep` steps after it give the same float for the same draws.
     """
 
-    def __init__(self, loss, model_fn, guide_fn, terms: bool = True,
-                 lean_value: bool = False):
+    def __init__(self, loss, model_fn, guide_fn, terms: bool = True):
         self.loss, self.model_fn, self.guide_fn = loss, model_fn, guide_fn
         self.elbo = hasattr(loss, "loss_and_grads")
-        self.terms, self.lean_value = terms, lean_value
+        self.terms = terms
         self.analytic = isinstance(loss, pi.TraceMeanField_ELBO)
-        tappable = (terms or lean_value) and self.elbo \
+        tappable = terms and self.elbo \
             and callable(getattr(loss, "_get_traces", None)) \
             and not isinstance(loss, pi.TraceEnum_ELBO)  # enumerated sites: no single draw
         self._traces: list | None = None
@@ -82,12 +78,6 @@ class LossStep:
         traces, self._traces = self._traces, None
         if not traces:
             return value, None
-        if self.lean_value:  # one trace: the lean path only takes single-particle ELBOs
-            with torch.no_grad():
-                value = elbo_from_sites(traces[0][0].nodes, traces[0][1].nodes,
-                                        analytic=self.analytic)[0]
-        if not self.terms:
-            return value, None
         sums = [trace_terms(m, g, analytic=self.analytic, per_site=detail) for m, g in traces]
         n = getattr(self.loss, "num_particles", 1)
         return value, {k: sum(s[k] for s in sums) / n for k in sums[0]}
@@ -105,6 +95,26 @@ class LeanStep:
                                 analytic=self.analytic, per_site=detail)
         loss.backward()
         return loss.detach(), terms if self.terms else None
+
+
+class CheckedLeanStep:
+    """A :class:`LeanStep` preceded by the loss's own Pyro ELBO on the same draws, without
+    gradients, for its validation (model/guide site agreement, shapes, supports): the step
+    ``fit`` validates is then the same float computation as the unvalidated ones, so a run
+    resumed from a checkpoint (validated again on its first step) stays bitwise equal to the
+    uninterrupted run. Costs one forward pass, on the steps it runs."""
+
+    def __init__(self, loss, lean: LeanStep, device: torch.device):
+        self.loss, self.lean = loss, lean
+        self.devices = [device] if device.type == "cuda" else []
+
+    def __call__(self, kwargs: dict, detail: bool = False):
+        with torch.random.fork_rng(devices=self.devices):  # the draws the lean step makes
+            self.loss.loss(self.lean.model_fn, self.lean.guide_fn, **kwargs)
+        return self.lean(kwargs, detail)
+
+    def close(self) -> None:
+        """Nothing to take off (as :meth:`LossStep.close`)."""
 
 
 def run_step(step, kwargs: dict, *, validate: bool, bf16: bool, device: torch.device,
