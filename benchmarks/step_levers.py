@@ -15,6 +15,8 @@ the spread is the interquartile range of the per-block ratios):
 - ``lean``: :func:`pyrovae.infer.lean.lean_elbo` (one handler instead of trace, replay and
   their copies; no per-site host reads);
 - ``lean_pinned``: both (fit's eager step);
+- ``lean_pinned_z_formula``: the same, with log q by ``Normal.log_prob`` of the drawn z
+  instead of from its noise (``lean_elbo(noise=False)``, fit's eager step before stop 18);
 - ``lean_pinned_foreach`` / ``lean_pinned_fused``: and Adam ``foreach`` / ``fused`` on both sides.
 
 Prints a table and ``lever_<variant>_<case>:`` lines (median ratio to plain PyTorch).
@@ -38,7 +40,7 @@ from pyrovae.infer.lean import lean_elbo
 from pyrovae.train.steps import pinned
 
 VARIANTS = ("trace_elbo", "validation_on", "local_params", "differentiable", "pinned", "lean",
-            "lean_pinned", "lean_pinned_foreach", "lean_pinned_fused")
+            "lean_pinned", "lean_pinned_z_formula", "lean_pinned_foreach", "lean_pinned_fused")
 
 
 def _adam(params, variant):
@@ -71,7 +73,8 @@ def make_steps(vae, ref, x, variant):
         elif variant in ("differentiable", "pinned"):
             elbo.differentiable_loss(model.model, model.guide, x).backward()
         else:
-            lean_elbo(model.model, model.guide, (), {"x": x})[0].backward()
+            lean_elbo(model.model, model.guide, (), {"x": x},
+                      noise=variant != "lean_pinned_z_formula")[0].backward()
 
     def pyro_step():
         opt_p.zero_grad(set_to_none=True)

@@ -106,14 +106,16 @@ def _log_prob_sum(msg, eps: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def lean_elbo(model, guide, args: tuple = (), kwargs: dict | None = None, *,
-              analytic: bool = False, per_site: bool = False):
+              analytic: bool = False, per_site: bool = False, noise: bool = True):
     """``(loss, terms)``: ``loss`` the negative ELBO estimate summed over the batch (a
     differentiable 0-d tensor), ``terms`` as :func:`pyrovae.infer.terms.trace_terms` gives them
-    (``recon``, ``kl`` and, with ``per_site``, ``kl/<site>``; detached)."""
+    (``recon``, ``kl`` and, with ``per_site``, ``kl/<site>``; detached). ``noise=False``: every
+    log q by the distribution's own ``log_prob`` of the drawn value (the measured
+    alternative)."""
     kwargs = kwargs or {}
     # below an outer handler other than a block (a condition, say), a value drawn here could
     # be replaced: then Pyro's own draw and density
-    own = all(isinstance(h, BlockMessenger) for h in _PYRO_STACK)
+    own = noise and all(isinstance(h, BlockMessenger) for h in _PYRO_STACK)
     with _Sites(noise=own) as g:
         guide(*args, **kwargs)
     with _Sites(g.sites) as m:
