@@ -22,6 +22,7 @@ terms on the validation images, one draw of z, Pyro traces), ``checkpoint``
 ``--epoch-steps`` steps at the plain loop's speed.
 
     python benchmarks/epoch_profile.py --threads 1
+    python benchmarks/epoch_profile.py --threads 1 --compile   # the step as `--compile` runs it
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def main(argv=None) -> dict:
                    help="steps of the MNIST epoch the per-epoch costs are shared over "
                         "(50,000 images at batch 100)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", nargs="?", const="inductor", default=False,
+                   choices=("inductor", "trace"), help="the trainer's step compiled, as "
+                   "`pyrovae train --compile` runs it")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +75,8 @@ def main(argv=None) -> dict:
     vae = init
     tmp = tempfile.TemporaryDirectory()
     t = Trainer(vae, splits, pyro.infer.Trace_ELBO(),
-                TrainConfig(epochs=1000, batch_size=args.batch_size, seed=0),
+                TrainConfig(epochs=1000, batch_size=args.batch_size, seed=0,
+                            compile=args.compile),
                 checkpoint_dir=tmp.name)
     t.setup()
     for h in t.hooks:
@@ -153,7 +158,7 @@ def main(argv=None) -> dict:
     plain_epoch = med["plain_step"] * args.epoch_steps / 1e3
     print(f"Burda VAE, batch {b}, {len(splits.valid)} validation images, log_every "
           f"{t.log_every}; medians of {args.repeats} interleaved blocks of {args.steps} steps; "
-          f"load {load0} -> {load_average()}; {environment()}")
+          f"load {load0} -> {load_average()}; compile {args.compile}; {environment()}")
     values = {f"{k}_ms": med[k] for k in parts}
     values["record_ms_per_step"] = med["record"]
     values["step_ratio_trainer"] = med["trainer_step"] / med["plain_step"]

@@ -17,7 +17,8 @@ The sides (``--sides``):
   ELBO on the held-out images in batches of max(batch, 256), eval mode, z drawn from a random
   state of its own seeded as the trainer seeds its validation (``validation_seed(seed,
   epoch)``), the training stream restored after;
-- ``compile``: ``fit(..., compile="trace")`` (optional).
+- ``compile``, ``compiled``: ``fit(..., compile="trace")`` and ``fit(..., compile=True)``
+  (optional); ``cli_compiled``: the CLI's run with ``--compile`` (optional).
 
 Every side trains on the same images: the training split of ``--data`` (MNIST by default) as
 ``pyrovae train`` makes it with ``--data-seed`` and ``--valid-size``, dynamically binarised
@@ -43,15 +44,23 @@ seeds (run several ``--seed`` for that). ``estimator_check`` is pyrovae's own
 
 Seconds per epoch: ``sec_per_epoch_<side>`` is the mean over epochs of the time the epoch's
 steps took (batches drawn, forward, backward, update, logging; what ``fit`` records as an epoch's
-``seconds`` and the CLI prints per epoch), excluding validation; ``wall_per_epoch_<side>`` is
+``seconds`` and the CLI prints per epoch), excluding validation; ``sec_per_later_epoch_<side>``
+the same without the first epoch (a compiled side's first epoch includes its compilation);
+``wall_per_epoch_<side>`` is
 the whole training call (set-up, checks, validation, checkpoints) over the number of epochs.
 ``epoch_ratio_fit`` and ``epoch_ratio_cli`` are ``sec_per_epoch_<side> / sec_per_epoch_torch``
 (``epoch_time_ratio`` is ``epoch_ratio_fit``, for older readers), ``wall_ratio_<side>`` the same
 for the wall times, and ``wall_ratio_cli_valid`` the CLI's wall time over ``torch_valid``'s
-(both validating after every epoch). Sides run one after another in this process, in the
-order ``--sides`` gives (``torch`` first and ``torch_valid``, whose steps are the same loop's,
-last bracket the others: their step times show the machine's drift); the load average is
-printed before and after each.
+(both validating after every epoch); ``epoch_ratio_median_<side>`` is the median over epochs
+of the side's epoch seconds over the plain loop's epoch with the same number.
+
+The sides train in threads of this process taking turns by epoch (:class:`Turns`): one side
+runs at a time, handing over at the end of each epoch, in the order ``--sides`` gives and then
+reversed, so every side's epoch r runs next to the others' epoch r and slow drifts of the
+machine (seen here at 10-20 % over minutes) fall on all sides alike; each side keeps its own
+global random stream across hand-overs, so it takes the same steps as alone (the equal NLLs
+show it). ``wall_per_epoch_<side>`` is then the time the side held the turn. ``--sequential``
+trains them one after another instead. The load average is printed before and after.
 
     python benchmarks/mnist_nll.py --epochs 30 --threads 2        # the issue's comparison
     python benchmarks/mnist_nll.py --epochs 2 --train-size 5000 --test-size 1000   # quick look
@@ -60,11 +69,14 @@ printed before and after each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import math
 import os
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,9 +89,9 @@ from torch_vae import TorchVAE, train_epoch
 import pyrovae
 import pyrovae.run
 import pyrovae.run_folder
-from pyrovae.train.trainer import validation_seed
+from pyrovae.train.trainer import Trainer, validation_seed
 
-SIDES = ("fit", "cli", "torch", "torch_valid", "compile")
+SIDES = ("fit", "cli", "torch", "torch_valid", "compile", "compiled", "cli_compiled")
 BURDA_MNIST_NLL = 86.76  # Burda et al. (2016), Table 1, VAE k = 1, after 3,280 epochs
 
 
@@ -171,6 +183,105 @@ def load_average() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+class Turns:
+    """Turns for sides that train in threads of this process: one side runs at a time and
+    hands over at the end of each of its epochs, in the order given and then reversed
+    (A B C C B A A B C ...), so each side's epoch r runs next to the others' epoch r, on the
+    same machine state. The global torch generator is saved and restored at every hand-over,
+    so each side draws its own stream exactly as it would alone. ``active[side]`` is the
+    time the side held the turn: its whole training call, without the others' turns."""
+
+    def __init__(self, sides):
+        self.order, self.turn = list(sides), 0
+        self.cv = threading.Condition()
+        self.rng: dict[str, torch.Tensor] = {}
+        self.active = dict.fromkeys(sides, 0.0)
+        self.local = threading.local()
+        self.since = 0.0
+
+    def start(self, side: str) -> None:
+        """In the side's own thread, before it does anything."""
+        self.local.side = side
+        self._wait(side)
+
+    def handover(self) -> None:
+        """At a side's epoch end (a no-op in threads that are not sides)."""
+        side = getattr(self.local, "side", None)
+        if side is not None:
+            self._release(side, done=False)
+            self._wait(side)
+
+    def finish(self) -> None:
+        self._release(self.local.side, done=True)
+
+    def _wait(self, side: str) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.order[self.turn] == side)
+        if side in self.rng:
+            torch.set_rng_state(self.rng[side])
+        self.since = time.perf_counter()
+
+    def _release(self, side: str, done: bool) -> None:
+        self.active[side] += time.perf_counter() - self.since
+        self.rng[side] = torch.get_rng_state()
+        with self.cv:
+            i = self.order.index(side)
+            if done:
+                self.order.pop(i)
+                self.turn = i % len(self.order) if self.order else 0
+            elif i == len(self.order) - 1:  # a round is over: the next runs in reverse
+                self.order.reverse()
+                self.turn = 0
+            else:
+                self.turn = i + 1
+            self.cv.notify_all()
+
+
+@contextlib.contextmanager
+def handover_at_epoch_ends(turns: Turns):
+    """Every trainer's epoch end (``fit``'s and the CLI's, after its hooks: validation,
+    checkpoint, log) hands the turn over; the epoch's recorded seconds are taken before."""
+    original = Trainer.end_epoch
+
+    def end_epoch(self, t0):
+        original(self, t0)
+        turns.handover()
+
+    Trainer.end_epoch = end_epoch
+    try:
+        yield
+    finally:
+        Trainer.end_epoch = original
+
+
+def run_interleaved(jobs: dict, turns: Turns, threads: int | None) -> dict:
+    """``{side: job()}`` with every job in its own thread, taking turns."""
+    results, errors = {}, {}
+
+    def work(side, job):
+        if threads:
+            torch.set_num_threads(threads)  # OpenMP's thread count is per thread
+        turns.start(side)
+        try:
+            results[side] = job()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            errors[side] = e
+        finally:
+            turns.finish()
+
+    with handover_at_epoch_ends(turns):
+        workers = [threading.Thread(target=work, args=item, daemon=True)
+                   for item in jobs.items()]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    if errors:
+        side, e = next(iter(errors.items()))
+        raise RuntimeError(f"side {side!r} failed") from e
+    return {side: results[side] for side in jobs}
+
+
 @torch.no_grad()
 def validate(ref: TorchVAE, x_valid: torch.Tensor, batch: int, seed: int, epoch: int) -> float:
     """The single-draw negative ELBO per image on ``x_valid`` (eval mode), as the CLI's
@@ -187,7 +298,7 @@ def validate(ref: TorchVAE, x_valid: torch.Tensor, batch: int, seed: int, epoch:
 
 
 def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict,
-                x_valid: torch.Tensor | None = None) -> dict:
+                x_valid: torch.Tensor | None = None, after_epoch=lambda: None) -> dict:
     """The plain loop: Adam, ``epochs`` passes of :func:`torch_vae.train_epoch` (data order and
     binarisation from a generator seeded with ``seed``, z draws from the global RNG seeded
     with ``seed``), each followed by :func:`validate` on ``x_valid`` if given. An epoch's
@@ -204,6 +315,7 @@ def train_torch(ref: TorchVAE, x_train: torch.Tensor, args, adam: dict,
         seconds.append(time.perf_counter() - t)
         if x_valid is not None:
             validate(ref, x_valid, args.batch_size, args.seed, epoch)
+        after_epoch()
     return {"seconds": seconds, "wall": time.perf_counter() - t0, "loss": losses[-1]}
 
 
@@ -217,13 +329,13 @@ def train_fit(vae, train, args, adam: dict, compile=False) -> dict:
             "loss": history.epochs[-1]["loss"]}
 
 
-def train_cli(folder: Path, spec: str, valid_size, args, adam: dict) -> dict:
-    out = folder / "run"
+def train_cli(folder: Path, spec: str, valid_size, args, adam: dict, compile=False) -> dict:
+    out = folder / ("run_compiled" if compile else "run")
     metrics = pyrovae.run.train_run(
         out, model="vae", model_config=model_config(args.scale), data=spec,
         valid_size=valid_size, data_seed=args.data_seed, num_samples=1, figures=False,
         inference_data=False, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer="adam", lr=args.lr, optimizer_args=adam, seed=args.seed)
+        optimizer="adam", lr=args.lr, optimizer_args=adam, seed=args.seed, compile=compile)
     model, splits, _ = pyrovae.run_folder.load_run(out)
     return {"seconds": [r["seconds"] for r in metrics["history"]["epochs"]],
             "wall": metrics["train_seconds"], "loss": metrics["final_train_loss"],
@@ -261,6 +373,8 @@ def parse_args(argv=None):
     p.add_argument("--sides", nargs="+", default=["torch", "fit", "cli", "torch_valid"],
                    choices=SIDES)
     p.add_argument("--out", default=None, help="folder for the CLI's run (default: temporary)")
+    p.add_argument("--sequential", action="store_true",
+                   help="train the sides one after another instead of taking turns by epoch")
     args = p.parse_args(argv)
     if "torch" not in args.sides:
         p.error("--sides: the differences are to 'torch'; include it")
@@ -287,29 +401,44 @@ def main(argv=None) -> dict:
     tmp = tempfile.TemporaryDirectory() if args.out is None else None
     folder = Path(args.out) if args.out is not None else Path(tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
-    runs, loads = {}, {}
-    for side in dict.fromkeys(args.sides):  # in the order given
-        before = load_average()
+    def job(side):
         if side in ("torch", "torch_valid"):
             ref = TorchVAE.like(init)
             valid = splits.valid.x if side == "torch_valid" and splits.valid is not None \
                 else None
-            r = train_torch(ref, train.x, args, adam, valid)
+            after = turns.handover if turns is not None else (lambda: None)
+            r = train_torch(ref, train.x, args, adam, valid, after)
             r["model"] = ref
-        elif side in ("fit", "compile"):
+        elif side in ("fit", "compile", "compiled"):
             vae = copy.deepcopy(init)
-            r = train_fit(vae, train, args, adam, compile="trace" if side == "compile"
-                          else False)
+            r = train_fit(vae, train, args, adam,
+                          compile={"fit": False, "compile": "trace", "compiled": True}[side])
             r["model"] = vae
         else:
             cli_spec, valid_size = (cli_data_file(raw, train.x, folder, args.data_seed)
                                     if subset else (spec, args.valid_size))
-            r = train_cli(folder, cli_spec, valid_size, args, adam)
+            r = train_cli(folder, cli_spec, valid_size, args, adam,
+                          compile="inductor" if side == "cli_compiled" else False)
             s = r["splits"]
             r["same_train"] = tensor_hash(s.train.x) == tensor_hash(train.x)
             r["same_test_bits"] = tensor_hash(s.test.x[:len(x_test)]) == bits
-        loads[side] = (before, load_average())
-        runs[side] = r
+        return r
+
+    sides = list(dict.fromkeys(args.sides))  # in the order given
+    runs, loads = {}, {}
+    if args.sequential:
+        turns = None
+        for side in sides:
+            before = load_average()
+            runs[side] = job(side)
+            loads[side] = (before, load_average())
+    else:
+        turns, before = Turns(sides), load_average()
+        runs = run_interleaved({side: (lambda side=side: job(side)) for side in sides}, turns,
+                               args.threads)
+        for side in sides:  # the time each side held the turn, not the others'
+            runs[side]["wall"] = turns.active[side]
+            loads[side] = (before, load_average())
 
     nll, hashes = {}, {}
     for side, r in runs.items():
@@ -336,11 +465,11 @@ def main(argv=None) -> dict:
           f"Adam lr {args.lr:g} betas (0.9, 0.999) eps {args.adam_eps:g}, scale "
           f"{args.scale}; -L_{args.num_samples} on {len(x_test)} test images (bits "
           f"{bits}, data seed {args.data_seed}); seed {args.seed}; {environment()}")
-    print(f"{'side':9}{'train loss':>11}{'test NLL':>10}{'diff':>8}{'se':>6}{'s/epoch':>9}"
+    print(f"{'side':13}{'train loss':>11}{'test NLL':>10}{'diff':>8}{'se':>6}{'s/epoch':>9}"
           f"{'wall/ep':>9}{'eval s':>8}  load before -> after")
     for s, r in runs.items():
         d, se = diff.get(s, (0.0, 0.0))
-        print(f"{s:9}{r['loss']:11.2f}{nll[s].mean().item():10.2f}{d:8.3f}{se:6.3f}"
+        print(f"{s:13}{r['loss']:11.2f}{nll[s].mean().item():10.2f}{d:8.3f}{se:6.3f}"
               f"{sec[s]:9.3f}{wall[s]:9.3f}{r['eval_seconds']:8.1f}  {loads[s][0]} -> "
               f"{loads[s][1]}")
     if "cli" in runs:
@@ -364,11 +493,16 @@ def main(argv=None) -> dict:
         values["estimator_check"] = check
     for s in runs:
         values[f"sec_per_epoch_{s}"] = sec[s]
+    for s in runs:  # without the first epoch, which pays a compiled side's compilation
+        if len(runs[s]["seconds"]) > 1:
+            values[f"sec_per_later_epoch_{s}"] = statistics.mean(runs[s]["seconds"][1:])
     for s in runs:
         values[f"wall_per_epoch_{s}"] = wall[s]
     for s in runs:
         if s != "torch":
             values[f"epoch_ratio_{s}"] = sec[s] / sec["torch"]
+            values[f"epoch_ratio_median_{s}"] = statistics.median(
+                a / b for a, b in zip(runs[s]["seconds"], runs["torch"]["seconds"]))
             values[f"wall_ratio_{s}"] = wall[s] / wall["torch"]
     if "cli" in runs and "torch_valid" in runs:  # both validate after every epoch
         values["wall_ratio_cli_valid"] = wall["cli"] / wall["torch_valid"]

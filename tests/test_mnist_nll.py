@@ -92,6 +92,8 @@ def test_epoch_ratios_are_the_ratios_of_the_printed_seconds(three_sides):
             v[f"sec_per_epoch_{side}"] / v["sec_per_epoch_torch"], rel=2e-3)
         assert v[f"wall_ratio_{side}"] == pytest.approx(
             v[f"wall_per_epoch_{side}"] / v["wall_per_epoch_torch"], rel=2e-3)
+        per_epoch = [a / b for a, b in zip(r["epoch_seconds"][side], r["epoch_seconds"]["torch"])]
+        assert v[f"epoch_ratio_median_{side}"] == pytest.approx(sum(per_epoch) / 2, rel=2e-3)
     assert v["epoch_time_ratio"] == v["epoch_ratio_fit"]
     assert v["wall_ratio_cli_valid"] == pytest.approx(
         v["wall_per_epoch_cli"] / v["wall_per_epoch_torch_valid"], rel=2e-3)
@@ -107,6 +109,33 @@ def test_pyrovae_and_the_plain_loop_follow_the_same_random_streams(three_sides):
                  ("torch_valid", "torch")):
         assert (r["nll"][a] - r["nll"][b]).abs().max() < 1e-2
         assert r["train_loss"][a] == pytest.approx(r["train_loss"][b], rel=1e-4)
+
+
+def test_sides_take_turns_by_epoch_each_with_its_own_random_stream():
+    """Three sides in threads: one runs at a time, epoch by epoch, in the order given and
+    then reversed; each draws from the global generator exactly what it draws alone."""
+    turns, log, draws = mnist_nll.Turns(["a", "b", "c"]), [], {}
+
+    def side(name, seed):
+        def job():
+            torch.manual_seed(seed)
+            out = []
+            for epoch in range(3):
+                log.append((name, epoch))
+                out.append(torch.rand(4))
+                turns.handover()
+            draws[name] = torch.stack(out)
+            return name
+        return job
+
+    jobs = {n: side(n, s) for n, s in (("a", 1), ("b", 2), ("c", 3))}
+    assert mnist_nll.run_interleaved(jobs, turns, None) == {"a": "a", "b": "b", "c": "c"}
+    assert [n for n, _ in log] == list("abccbaabc")
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        torch.manual_seed(seed)
+        alone = torch.stack([torch.rand(4) for _ in range(3)])
+        torch.testing.assert_close(draws[name], alone, rtol=0, atol=0)
+    assert all(t > 0 for t in turns.active.values())
 
 
 def test_a_training_subset_reaches_the_cli_as_the_same_images():
