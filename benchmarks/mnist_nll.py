@@ -46,8 +46,8 @@ Seconds per epoch: ``sec_per_epoch_<side>`` is the mean over epochs of the time 
 steps took (batches drawn, forward, backward, update, logging; what ``fit`` records as an epoch's
 ``seconds`` and the CLI prints per epoch), excluding validation; ``sec_per_later_epoch_<side>``
 the same without the first epoch (a compiled side's first epoch includes its compilation);
-``wall_per_epoch_<side>`` is
-the whole training call (set-up, checks, validation, checkpoints) over the number of epochs.
+``wall_per_epoch_<side>`` is the whole training call (set-up, checks, validation, checkpoints)
+over the number of epochs.
 ``epoch_ratio_fit`` and ``epoch_ratio_cli`` are ``sec_per_epoch_<side> / sec_per_epoch_torch``
 (``epoch_time_ratio`` is ``epoch_ratio_fit``, for older readers), ``wall_ratio_<side>`` the same
 for the wall times, and ``wall_ratio_cli_valid`` the CLI's wall time over ``torch_valid``'s
@@ -401,6 +401,7 @@ def main(argv=None) -> dict:
     tmp = tempfile.TemporaryDirectory() if args.out is None else None
     folder = Path(args.out) if args.out is not None else Path(tmp.name)
     folder.mkdir(parents=True, exist_ok=True)
+
     def job(side):
         if side in ("torch", "torch_valid"):
             ref = TorchVAE.like(init)
